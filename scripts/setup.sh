@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs vidlm and what it needs on a fresh Debian/Ubuntu machine with Python 3.10+.
+#   scripts/setup.sh        the product
+#   scripts/setup.sh dev    the product plus the test tools and the reference oracle
+# torch is pinned by constraints.txt so that pip never swaps in another build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+
+apt_pkgs=()
+command -v ffmpeg >/dev/null 2>&1 || apt_pkgs+=(ffmpeg)
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    else
+        echo "setup: please install with your package manager: ${apt_pkgs[*]}" >&2
+    fi
+fi
+
+python -m pip install -q -c constraints.txt torch
+if [ -n "$extra" ]; then
+    python -m pip install -q -c constraints.txt -e ".[$extra]"
+else
+    python -m pip install -q -c constraints.txt -e .
+fi

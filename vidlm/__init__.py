@@ -1,0 +1,1 @@
+"""vidlm package."""
