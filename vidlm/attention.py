@@ -1,0 +1,137 @@
+"""Attention backends: PyTorch SDPA everywhere, flash-attn (varlen) on CUDA when installed.
+
+Unusual here: vision attention is block-diagonal (a patch sees only its own image or frame
+pair), given as ``cu_seqlens``. On SDPA, runs of equal-length blocks (all frame pairs of a
+video) are batched into one call instead of a Python loop over blocks. Decoder attention is
+causal with the queries aligned to the *end* of the keys (bottom-right), which is what a KV
+cache needs; SDPA's own ``is_causal`` is top-left, so it is only used when there is no cache.
+
+Shapes: B batch, H query heads, K kv heads, Lq/Lk query/key tokens, Dh head dim, N patches.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+AttnImplementation = Literal["auto", "sdpa", "flash"]
+
+
+def flash_available() -> bool:
+    """Whether the flash-attn package is importable (it only works on CUDA)."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_attn_implementation(
+    requested: AttnImplementation, device: torch.device | str, dtype: torch.dtype
+) -> Literal["sdpa", "flash"]:
+    """Pick the backend. ``auto`` means flash on CUDA with the package and a half dtype.
+
+    Raises:
+        ValueError: ``requested`` is unknown, or ``flash`` was asked for where it cannot run.
+    """
+    if requested not in ("auto", "sdpa", "flash"):
+        raise ValueError(f"attn_implementation={requested!r}: expected 'auto', 'sdpa' or 'flash'")
+    on_cuda = torch.device(device).type == "cuda"
+    half = dtype in (torch.float16, torch.bfloat16)
+    if requested == "sdpa":
+        return "sdpa"
+    if requested == "flash":
+        if not flash_available():
+            raise ValueError(
+                "attn_implementation='flash' needs the flash-attn package: pip install 'vidlm[gpu]'"
+            )
+        if not on_cuda or not half:
+            raise ValueError(
+                f"attn_implementation='flash' needs a CUDA device and float16/bfloat16, "
+                f"got device={torch.device(device)} dtype={dtype}; use 'sdpa' or 'auto'"
+            )
+        return "flash"
+    return "flash" if on_cuda and half and flash_available() else "sdpa"
+
+
+def vision_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    *,
+    implementation: Literal["sdpa", "flash"] = "sdpa",
+) -> torch.Tensor:
+    """Block-diagonal, non-causal attention over packed patches.
+
+    Args:
+        q, k, v: [N, H, Dh].
+        cu_seqlens: [n_blocks + 1] int32 block boundaries.
+    Returns:
+        [N, H, Dh].
+    """
+    if implementation == "flash":
+        from flash_attn import flash_attn_varlen_func
+
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        longest = int((cu[1:] - cu[:-1]).max())
+        return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=False)
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    out = torch.empty_like(q)
+    start = 0
+    for length, count in _equal_runs(lengths):
+        stop = start + length * count
+        # [count*length, H, Dh] -> [count, H, length, Dh]: one batched call for equal blocks.
+        shape = (count, length, *q.shape[1:])
+        qs, ks, vs = (t[start:stop].reshape(shape).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qs, ks, vs)
+        out[start:stop] = o.transpose(1, 2).reshape(stop - start, *q.shape[1:])
+        start = stop
+    return out
+
+
+def _equal_runs(lengths: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for length in lengths:
+        if runs and runs[-1][0] == length:
+            runs[-1] = (length, runs[-1][1] + 1)
+        else:
+            runs.append((length, 1))
+    return runs
+
+
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    implementation: Literal["sdpa", "flash"] = "sdpa",
+) -> torch.Tensor:
+    """Causal attention with queries aligned to the last ``Lq`` of ``Lk`` keys (GQA allowed).
+
+    Args:
+        q: [B, H, Lq, Dh]; k, v: [B, K, Lk, Dh] with Lk >= Lq (cache + new tokens).
+        key_padding_mask: [B, Lk] bool, True for real tokens; None when nothing is padded.
+    Returns:
+        [B, H, Lq, Dh].
+    """
+    lq, lk = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if implementation == "flash" and key_padding_mask is None:
+        from flash_attn import flash_attn_func
+
+        # flash-attn aligns causal masks bottom-right, as a cache needs; it takes [B, L, H, Dh].
+        o = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+        return o.transpose(1, 2)
+    if key_padding_mask is None and lq == lk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
+    mask = mask[None, None]
+    if key_padding_mask is not None:
+        mask = mask & key_padding_mask[:, None, None, :].to(q.device)
+        # A fully masked query row (a left-pad position) would give NaN; let it see itself.
+        own = torch.zeros(lq, lk, dtype=torch.bool, device=q.device)
+        rows = torch.arange(lq, device=q.device)
+        own[rows, rows + (lk - lq)] = True
+        mask = mask | own[None, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

@@ -1,0 +1,182 @@
+"""Qwen3 text decoder: RMSNorm, QK-norm GQA attention with MRoPE, SwiGLU or MoE feed-forward.
+
+Unusual here: QK-norm (an RMSNorm over each head's Dh channels, shared across heads) runs
+*before* rope; RMSNorm normalises in float32 and casts back *before* multiplying by the weight;
+and DeepStack adds visual features from the ViT's intermediate blocks to the visual positions
+right after each of the first decoder layers. Dense and MoE layers differ only in ``mlp``,
+chosen once from the config.
+
+Shapes: B batch, L new tokens, D hidden, H query heads, K kv heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import causal_attention
+from .config import TextConfig
+from .kv_cache import KVCache
+from .moe import SparseMoeBlock
+from .rope import apply_rotary, mrope_cos_sin, text_inv_freq
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(torch.float32)
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@dataclass
+class AttentionContext:
+    """What every layer of one forward pass shares."""
+
+    cos: torch.Tensor  # [B, L, Dh]
+    sin: torch.Tensor  # [B, L, Dh]
+    cache: KVCache | None
+    key_padding_mask: torch.Tensor | None  # [B, Lk] bool over cache + new tokens
+    implementation: Literal["sdpa", "flash"]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        bias = config.attention_bias
+        d, dh = config.hidden_size, config.head_dim
+        self.q_proj = nn.Linear(d, self.num_heads * dh, bias=bias)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * dh, bias=bias)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * dh, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * dh, d, bias=bias)
+        self.q_norm = RMSNorm(dh, config.rms_norm_eps)
+        self.k_norm = RMSNorm(dh, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        b, length, _ = x.shape
+        # [B, L, H*Dh] -> [B, H, L, Dh]
+        q = self.q_norm(self.q_proj(x).view(b, length, -1, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, length, -1, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, -1, self.head_dim).transpose(1, 2)
+        cos, sin = ctx.cos[:, None], ctx.sin[:, None]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if ctx.cache is not None:
+            k, v = ctx.cache.update(self.layer_idx, k, v)
+        out = causal_attention(
+            q, k, v, key_padding_mask=ctx.key_padding_mask, implementation=ctx.implementation
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TextConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp: nn.Module = (
+            SparseMoeBlock(config)
+            if config.is_sparse_layer(layer_idx)
+            else MLP(config.hidden_size, config.intermediate_size)
+        )
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), ctx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+@dataclass
+class DeepStack:
+    """Visual features to add after the first decoder layers.
+
+    ``mask`` [B, L] marks the visual positions of this pass; ``features[k]`` [n_visual, D] is
+    added there after layer k, in sequence order.
+    """
+
+    mask: torch.Tensor
+    features: list[torch.Tensor]
+
+
+class TextModel(nn.Module):
+    """Embeddings, decoder layers and the final norm (``model.language_model``)."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn_implementation: Literal["sdpa", "flash"] = "sdpa"
+
+    def rope_tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [B, L, Dh] for positions [3, B, L]."""
+        cfg = self.config
+        inv_freq, scaling = text_inv_freq(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
+        return mrope_cos_sin(
+            position_ids, inv_freq, cfg.rope.mrope_section, attention_scaling=scaling, dtype=dtype
+        )
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        *,
+        cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        deepstack: DeepStack | None = None,
+    ) -> torch.Tensor:
+        """Hidden states [B, L, D] after the final norm.
+
+        Args:
+            inputs_embeds: [B, L, D] token (and scattered visual) embeddings.
+            position_ids: [3, B, L] MRoPE positions.
+            cache: written at its current length and advanced by L.
+            key_padding_mask: [B, cache.length + L] bool, True for real tokens; None if unpadded.
+            deepstack: visual features for the first layers (prefill only).
+        """
+        cos, sin = self.rope_tables(position_ids, inputs_embeds.dtype)
+        if cache is not None:
+            cache.reserve(cache.length + inputs_embeds.shape[1])
+        ctx = AttentionContext(cos, sin, cache, key_padding_mask, self.attn_implementation)
+        h = inputs_embeds
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ctx)
+            if deepstack is not None and i < len(deepstack.features):
+                h = add_at_mask(h, deepstack.mask, deepstack.features[i])
+        if cache is not None:
+            cache.advance(inputs_embeds.shape[1])
+        return self.norm(h)
+
+
+def add_at_mask(h: torch.Tensor, mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """h with ``features`` [n, D] added at the n True positions of ``mask`` [B, L], in order."""
+    if features.numel() == 0:
+        return h
+    h = h.clone()
+    h[mask] = h[mask] + features.to(h.dtype)
+    return h

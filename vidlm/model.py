@@ -1,0 +1,199 @@
+"""The whole Qwen3-VL: vision tower + text decoder + LM head, with attribute names equal to
+checkpoint keys (``model.visual.*``, ``model.language_model.*``, ``lm_head.weight``).
+
+Unusual here: positions and rope deltas are arguments and return values, never state kept on
+the module. A pass with an empty cache computes MRoPE positions from the prompt's placeholder
+runs; a pass that continues a cache needs the ``rope_deltas`` its prefill returned.
+
+Shapes: B batch, L tokens, D hidden, V vocab, N patches, M merged visual tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .config import Qwen3VLConfig
+from .decoder import DeepStack, TextModel
+from .kv_cache import KVCache
+from .positions import IMAGE, VIDEO, continuation_positions, rope_index
+from .vision import VisionModel, VisualFeatures
+
+
+@dataclass
+class ModelOutput:
+    """``logits`` [B, L, V] (or only the last ``logits_to_keep``), ``rope_deltas`` [B, 1]."""
+
+    logits: torch.Tensor
+    rope_deltas: torch.Tensor
+    hidden_states: torch.Tensor | None = None
+
+
+class Qwen3VLModel(nn.Module):
+    """``model``: the vision tower and the text decoder."""
+
+    def __init__(self, config: Qwen3VLConfig) -> None:
+        super().__init__()
+        self.visual = VisionModel(config.vision)
+        self.language_model = TextModel(config.text)
+
+
+class Qwen3VL(nn.Module):
+    """Qwen3-VL for conditional generation (dense or mixture-of-experts decoder)."""
+
+    def __init__(self, config: Qwen3VLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Qwen3VLModel(config)
+        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+
+    def tie_weights(self) -> None:
+        """Share the LM head with the input embeddings (2B/4B checkpoints)."""
+        self.lm_head.weight = self.model.language_model.embed_tokens.weight
+
+    def set_attn_implementation(self, implementation: Literal["sdpa", "flash"]) -> None:
+        self.model.visual.attn_implementation = implementation
+        self.model.language_model.attn_implementation = implementation
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def encode_visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> VisualFeatures:
+        """Vision tower on processor patches [N, P] -> merged tokens and DeepStack features."""
+        return self.model.visual(pixels.to(self.device), grid_thw)
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        mm_token_type_ids: torch.Tensor | None = None,
+        images: VisualFeatures | None = None,
+        videos: VisualFeatures | None = None,
+    ) -> tuple[torch.Tensor, DeepStack | None]:
+        """Token embeddings [B, L, D] with visual tokens scattered in, and the DeepStack plan."""
+        embeds = self.model.language_model.embed_tokens(input_ids.to(self.device))
+        if images is None and videos is None:
+            return embeds, None
+        if mm_token_type_ids is None:
+            raise ValueError("mm_token_type_ids is required when pixels are passed (the processor returns it)")
+        types = mm_token_type_ids.to(self.device)
+        visual_mask = torch.zeros_like(types, dtype=torch.bool)
+        levels = len(self.config.vision.deepstack_visual_indexes)
+        # Per visual position (in sequence order), which feature row to take.
+        deepstack = None
+        for kind, feats in ((IMAGE, images), (VIDEO, videos)):
+            if feats is None:
+                continue
+            mask = types == kind
+            if int(mask.sum()) != feats.tokens.shape[0]:
+                name = "image" if kind == IMAGE else "video"
+                raise ValueError(
+                    f"{int(mask.sum())} {name} placeholder tokens but {feats.tokens.shape[0]} {name} features"
+                )
+            embeds = embeds.masked_scatter(mask[..., None], feats.tokens.to(embeds.dtype))
+            visual_mask |= mask
+        joint = [embeds.new_zeros(int(visual_mask.sum()), embeds.shape[-1]) for _ in range(levels)]
+        for kind, feats in ((IMAGE, images), (VIDEO, videos)):
+            if feats is None:
+                continue
+            rows = (types == kind)[visual_mask]
+            for level in range(levels):
+                joint[level][rows] = feats.deepstack[level].to(embeds.dtype)
+        deepstack = DeepStack(mask=visual_mask, features=joint)
+        return embeds, deepstack
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        rope_deltas: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+    ) -> ModelOutput:
+        """Logits for a prompt, or for new tokens continuing ``cache``.
+
+        Args:
+            input_ids: [B, L].
+            attention_mask: [B, L_total] (cache + new tokens), 1 for real tokens.
+            mm_token_type_ids: [B, L], 0 text / 1 image / 2 video placeholder.
+            pixel_values, image_grid_thw: image patches [N, P] and grids [n, 3].
+            pixel_values_videos, video_grid_thw: video patches and grids.
+            position_ids: [3, B, L] to override the computed MRoPE positions.
+            rope_deltas: [B, 1] from the prefill, required to continue a non-empty cache.
+            cache: a KV cache, written and advanced by L.
+            logits_to_keep: if > 0, compute logits only for the last that many tokens.
+        """
+        images = self.encode_visual(pixel_values, image_grid_thw) if pixel_values is not None else None
+        videos = (
+            self.encode_visual(pixel_values_videos, video_grid_thw) if pixel_values_videos is not None else None
+        )
+        embeds, deepstack = self.embed(
+            input_ids, mm_token_type_ids=mm_token_type_ids, images=images, videos=videos
+        )
+        position_ids, rope_deltas = self.positions(
+            input_ids, attention_mask, mm_token_type_ids, image_grid_thw, video_grid_thw,
+            position_ids=position_ids, rope_deltas=rope_deltas, cache=cache,
+        )
+        hidden = self.model.language_model(
+            embeds, position_ids.to(self.device), cache=cache,
+            key_padding_mask=padding_mask(attention_mask, self.device), deepstack=deepstack,
+        )
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return ModelOutput(logits=self.lm_head(hidden), rope_deltas=rope_deltas, hidden_states=hidden)
+
+    def positions(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mm_token_type_ids: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        video_grid_thw: torch.Tensor | None,
+        *,
+        position_ids: torch.Tensor | None,
+        rope_deltas: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MRoPE positions [3, B, L] for this pass and the rope deltas [B, 1]."""
+        batch, length = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is not None:
+            deltas = rope_deltas if rope_deltas is not None else torch.zeros(batch, 1, dtype=torch.long)
+            return position_ids, deltas
+        if past == 0:
+            mask = attention_mask[:, -length:] if attention_mask is not None else None
+            return rope_index(
+                input_ids.cpu(),
+                mm_token_type_ids.cpu() if mm_token_type_ids is not None else None,
+                image_grid_thw=image_grid_thw.cpu() if image_grid_thw is not None else None,
+                video_grid_thw=video_grid_thw.cpu() if video_grid_thw is not None else None,
+                attention_mask=mask.cpu() if mask is not None else None,
+                spatial_merge_size=self.config.vision.spatial_merge_size,
+            )
+        if rope_deltas is None:
+            raise ValueError("rope_deltas (returned by the prefill) is required to continue a cache")
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, past + length, dtype=torch.long)
+        return continuation_positions(attention_mask.cpu(), length, rope_deltas.cpu()), rope_deltas
+
+
+def padding_mask(attention_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """The bool key-padding mask, or None when nothing is padded (lets attention skip masks)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.to(device=device, dtype=torch.bool)
