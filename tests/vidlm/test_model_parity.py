@@ -84,7 +84,7 @@ def test_vision_tokens_and_deepstack_features(pair):
         got = ours.encode_visual(pixels, grid)
         assert max_diff(expected.pooler_output, got.tokens) < 1e-5
         assert len(got.deepstack) == len(expected.deepstack_features) == len(ours.config.vision.deepstack_visual_indexes)
-        for exp_level, got_level in zip(expected.deepstack_features, got.deepstack):
+        for exp_level, got_level in zip(expected.deepstack_features, got.deepstack, strict=True):
             assert max_diff(exp_level, got_level) < 1e-5
 
 
