@@ -124,7 +124,7 @@ def uses_first_release_expert_layout(raw_config: dict) -> bool:
 
 def expert_from_first_release_layout(tensor: torch.Tensor) -> torch.Tensor:
     """[E, H, 2I] -> [E, 2I, H] (gate_up) or [E, I, H] -> [E, H, I] (down)."""
-    return tensor.transpose(1, 2)
+    return tensor.transpose(1, 2).contiguous()
 
 
 def load_state_dict(folder: Path, config: Qwen3VLConfig, raw_config: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:

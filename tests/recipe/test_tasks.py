@@ -1,0 +1,163 @@
+"""Tasks agree with the true events and the pixels, follow the documented formats, and are
+never ambiguous."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from recipe.scene import OBJECT_COLOURS, Scene
+from recipe.tasks import AGGREGATE_COUNTS, TASK_KINDS, Task, make_tasks
+from recipe.world import WorldParams, make_scene, render_frames
+
+PARAMS = WorldParams(size_px=96, min_seconds=10.0, max_seconds=60.0)
+SPAN = re.compile(r"from (\d+\.\d) to (\d+\.\d) seconds", re.IGNORECASE)
+CAPTION_LINE = re.compile(r"^From (\d+\.\d) to (\d+\.\d) seconds: (the .+\.)$")
+
+
+@pytest.fixture(scope="module")
+def drawn() -> list[tuple[Scene, list[Task]]]:
+    out = []
+    for seed in range(12):
+        scene = make_scene(seed, PARAMS)
+        out.append((scene, make_tasks(scene, seed=seed, per_kind=6)))
+    return out
+
+
+def _of(drawn: list[tuple[Scene, list[Task]]], kind: str) -> list[tuple[Scene, Task]]:
+    return [(scene, t) for scene, tasks in drawn for t in tasks if t.kind == kind]
+
+
+def test_tasks_are_deterministic_and_cover_every_kind(
+    drawn: list[tuple[Scene, list[Task]]],
+) -> None:
+    scene = drawn[0][0]
+    assert make_tasks(scene, seed=5) == make_tasks(scene, seed=5)
+    assert make_tasks(scene, seed=5) != make_tasks(scene, seed=6)
+    kinds = Counter(t.kind for _, tasks in drawn for t in tasks)
+    assert set(kinds) == set(TASK_KINDS)
+    with pytest.raises(ValueError, match="unknown"):
+        make_tasks(scene, seed=0, kinds=("dance",))  # type: ignore[arg-type]
+
+
+def test_phrasing_varies(drawn: list[tuple[Scene, list[Task]]]) -> None:
+    openings = {t.question.split(" ")[0] for _, t in _of(drawn, "grounding")}
+    assert len(openings) >= 4
+
+
+def test_grounding_answers_are_the_unique_event_span(drawn: list[tuple[Scene, list[Task]]]) -> None:
+    grounding = _of(drawn, "grounding")
+    assert len(grounding) > 30
+    for scene, task in grounding:
+        (index,) = task.event_indices
+        event = scene.events[index]
+        assert sum(e.query == event.query for e in scene.events) == 1
+        assert event.subject.lower() in task.question.lower()
+        assert task.answer == f"From {event.start_seconds:.1f} to {event.end_seconds:.1f} seconds."
+        start, end = (float(x) for x in SPAN.search(task.answer).groups())
+        assert (start, end) == (event.start_seconds, event.end_seconds) == task.spans[0]
+
+
+def test_no_ambiguous_questions_over_many_scenes() -> None:
+    for seed in range(40):
+        scene = make_scene(seed, WorldParams(min_seconds=20.0, max_seconds=120.0))
+        counts = Counter(e.query for e in scene.events)
+        tasks = make_tasks(scene, seed=seed, per_kind=10, kinds=("grounding", "order"))
+        for task in tasks:
+            assert all(counts[scene.events[i].query] == 1 for i in task.event_indices)
+        questions = [t.question for t in tasks]
+        assert len(questions) == len(set(questions))
+
+
+def test_dense_captions_list_every_event_in_the_documented_format(
+    drawn: list[tuple[Scene, list[Task]]],
+) -> None:
+    for scene, task in _of(drawn, "caption"):
+        lines = task.answer.split("\n")
+        assert len(lines) == len(scene.events)
+        for line, event in zip(lines, scene.events, strict=True):
+            start, end, caption = CAPTION_LINE.match(line).groups()
+            assert (float(start), float(end), caption) == (
+                event.start_seconds,
+                event.end_seconds,
+                event.caption,
+            )
+
+
+def _background_from_events(scene: Scene, seconds: float) -> str:
+    colour = scene.background.colours[0]
+    for e in scene.events:
+        if e.kind == "background" and e.end_seconds <= seconds:
+            colour = e.value
+    return colour
+
+
+def _text_from_events(scene: Scene, seconds: float) -> str | None:
+    shown = [
+        e.value
+        for e in scene.events
+        if e.kind == "text" and e.start_seconds < seconds < e.end_seconds
+    ]
+    return shown[0] if shown else None
+
+
+def test_timestamped_answers_agree_with_events_and_pixels(
+    drawn: list[tuple[Scene, list[Task]]],
+) -> None:
+    qa = _of(drawn, "qa")
+    assert len(qa) > 30
+    for scene, task in qa:
+        t = task.at_seconds
+        assert f"at {t:.1f} seconds" in task.question.lower()
+        question = task.question.lower()
+        if "background" in question:
+            assert task.answer == f"{_background_from_events(scene, t).capitalize()}."
+        elif "text" in question or "words" in question:
+            text = _text_from_events(scene, t)
+            assert task.answer == (f"{text}." if text else "No text.")
+        elif "what colour is the" in question:
+            frame = render_frames(scene, np.array([t]))[0]
+            colour = task.answer[:-1].lower()
+            assert (frame == OBJECT_COLOURS[colour]).all(axis=-1).sum() > 5, task
+        elif not question.startswith("how many"):
+            frame = render_frames(scene, np.array([t]))[0]
+            listed = re.findall(r"\ban? (\w+) \w+", task.answer.lower())
+            for colour in listed:
+                assert (frame == OBJECT_COLOURS[colour]).all(axis=-1).sum() > 5, task
+            text = _text_from_events(scene, t)
+            if question.startswith(("what is on screen", "what can be seen", "at")):
+                expected = f'the text "{text}".' if text else ""
+                assert task.answer.endswith(expected) or (
+                    not listed and task.answer == expected.capitalize()
+                )
+                assert task.answer != "Nothing." or (not listed and text is None)
+            else:
+                assert '"' not in task.answer
+
+
+def test_counts_match_the_events(drawn: list[tuple[Scene, list[Task]]]) -> None:
+    words = "zero one two three four five six seven eight nine ten eleven twelve".split()
+    for scene, task in _of(drawn, "count"):
+        count = words.index(task.answer[:-1].lower())
+        assert count == len(task.event_indices)
+        if task.question not in {q for q, _ in AGGREGATE_COUNTS}:
+            queries = {scene.events[i].query for i in task.event_indices}
+            assert len(queries) == 1
+            assert count == sum(e.query in queries for e in scene.events)
+
+
+def test_order_answers_follow_the_event_times(drawn: list[tuple[Scene, list[Task]]]) -> None:
+    orders = _of(drawn, "order")
+    assert len(orders) > 20
+    for scene, task in orders:
+        first, second = (scene.events[i] for i in task.event_indices)
+        assert first.end_tenths < second.start_tenths
+        if task.answer in ("Before.", "After."):
+            before = task.question.index(first.subject) < task.question.index(" before or after ")
+            assert task.answer == ("Before." if before else "After.")
+        else:
+            expected = first if "first" in task.question else second
+            assert task.answer.lower() == expected.caption.lower()
