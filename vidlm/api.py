@@ -1,0 +1,187 @@
+"""The public entry point: ``vidlm.load`` -> ``VideoLM`` (model + processor + tokenizer).
+
+Unusual here: the core takes frames, never files. A video part may name a file only when a
+``video_reader`` (path -> frames uint8 [T, H, W, 3], seconds [T]) was given to ``load``; the
+application wires ingest's decoder in through it, so this package never decodes video.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .attention import AttnImplementation, resolve_attn_implementation
+from .generate import GenerationConfig, generate_ids
+from .model import Qwen3VL
+from .processor import Processor, ProcessorConfig
+from .tokenizer import Tokenizer
+from .weights import DTYPES, CheckpointError, DType, build_model, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+VideoReader = Callable[[str | Path], tuple[np.ndarray, np.ndarray]]
+Conversation = Sequence[Mapping[str, Any]]
+Messages = Conversation | Sequence[Conversation]
+
+
+@dataclass
+class VideoLM:
+    """A loaded model with its processor; ``generate`` / ``stream`` answer chat messages."""
+
+    model: Qwen3VL
+    processor: Processor
+    tokenizer: Tokenizer
+    generation_config: GenerationConfig
+    path: Path
+    video_reader: VideoReader | None = None
+    prefill_chunk_size: int | None = 4096
+
+    @property
+    def model_id(self) -> str:
+        """A stable name for caches: the folder name of the checkpoint."""
+        return self.path.name
+
+    def prepare(self, messages: Messages, *, add_generation_prompt: bool = True) -> dict[str, torch.Tensor]:
+        """Processor tensors for the messages, on the model's device."""
+        batch = self.processor(self._read_videos(messages), add_generation_prompt=add_generation_prompt)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    def generate(
+        self, messages: Messages, *, max_new_tokens: int | None = None, **sampling: Any
+    ) -> str | list[str]:
+        """Answer one conversation (-> str) or a batch of them (-> list[str]).
+
+        ``sampling`` overrides the checkpoint's generation settings (do_sample, temperature,
+        top_k, top_p, repetition_penalty, presence_penalty, seed, eos_token_ids).
+        """
+        batch = self.prepare(messages)
+        config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
+        steps = list(generate_ids(self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size))
+        rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch["input_ids"].shape[0])]
+        texts = [self.tokenizer.decode(_until_stop(row, config.eos_token_ids), skip_special_tokens=True) for row in rows]
+        return texts[0] if _is_single(messages) else texts
+
+    def stream(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> Iterator[str]:
+        """Yield the answer to one conversation in text pieces as tokens are generated."""
+        if not _is_single(messages):
+            raise ValueError("stream() takes one conversation; use generate() for a batch")
+        batch = self.prepare(messages)
+        config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
+        decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
+        for token in generate_ids(self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size):
+            token_id = int(token[0])
+            if token_id in config.eos_token_ids:
+                break
+            piece = decoder.push(token_id)
+            if piece:
+                yield piece
+        tail = decoder.finish()
+        if tail:
+            yield tail
+
+    def _read_videos(self, messages: Messages) -> Messages:
+        """Replace video parts that name a file by their frames and seconds."""
+        conversations = [messages] if _is_single(messages) else list(messages)
+        out = [[_with_frames(m, self.video_reader) for m in conv] for conv in conversations]
+        return out[0] if _is_single(messages) else out
+
+
+def _is_single(messages: Messages) -> bool:
+    return len(messages) > 0 and isinstance(messages[0], Mapping)
+
+
+def _until_stop(ids: list[int], stop: tuple[int, ...]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in stop:
+            return ids[:i]
+    return ids
+
+
+def _with_frames(message: Mapping[str, Any], reader: VideoReader | None) -> Mapping[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str) or content is None:
+        return message
+    parts = []
+    for part in content:
+        video = part.get("video") if isinstance(part, Mapping) else None
+        if isinstance(video, (str, Path)):
+            if reader is None:
+                raise ValueError(
+                    f"video part names a file ({video}); vidlm takes frames. Pass frames and "
+                    "'timestamps', or give vidlm.load(..., video_reader=...) a reader"
+                )
+            frames, seconds = reader(video)
+            part = {**part, "video": frames, "timestamps": seconds}
+        parts.append(part)
+    return {**message, "content": parts}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    return resolved
+
+
+def load(
+    model: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: DType | Literal["auto"] = "float32",
+    attn_implementation: AttnImplementation = "auto",
+    video_reader: VideoReader | None = None,
+    revision: str | None = None,
+    video_prompt_layout: Literal["qwen", "transformers"] | None = None,
+) -> VideoLM:
+    """Load a checkpoint folder, a hub repo id, or (None) the built-in tiny model.
+
+    Args:
+        model: a folder in the released format, a hub repo id, or None for the built-in model.
+        device: "cpu", "cuda", "cuda:N" or "auto".
+        dtype: "float32", "bfloat16", "float16", or "auto" (bfloat16 on CUDA, else float32).
+        attn_implementation: "auto" (flash-attn on CUDA when installed), "sdpa" or "flash".
+        video_reader: path -> (frames uint8 [T, H, W, 3], seconds [T]) for video parts naming files.
+        revision: hub revision when downloading.
+        video_prompt_layout: override the processor's layout ("qwen" default).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be found, downloaded or loaded.
+        ValueError: a bad device, dtype or attention choice.
+    """
+    torch_device = resolve_device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or 'auto'")
+    torch_dtype = DTYPES[dtype]
+    implementation = resolve_attn_implementation(attn_implementation, torch_device, torch_dtype)
+    folder = builtin_checkpoint() if model is None else resolve_checkpoint(model, revision=revision)
+    network = build_model(folder, dtype=torch_dtype, device=torch_device)
+    network.set_attn_implementation(implementation)
+    tokenizer = Tokenizer.from_dir(folder)
+    overrides = {"video_prompt_layout": video_prompt_layout} if video_prompt_layout else {}
+    processor = Processor(tokenizer, ProcessorConfig.from_dir(folder, **overrides))
+    generation = GenerationConfig.from_dir(folder)
+    if not generation.eos_token_ids and tokenizer.eos_token_id is not None:
+        generation = generation.updated(eos_token_ids=(tokenizer.eos_token_id,))
+    log.info("model %s on %s (%s, attention %s)", folder, torch_device, dtype, implementation)
+    return VideoLM(network, processor, tokenizer, generation, folder, video_reader)
+
+
+def builtin_checkpoint() -> Path:
+    """The folder of the built-in tiny checkpoint shipped inside the package."""
+    if not (BUILTIN_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"the built-in checkpoint is not installed at {BUILTIN_DIR}; pass a model folder or hub id"
+        )
+    return BUILTIN_DIR
