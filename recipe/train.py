@@ -1,0 +1,210 @@
+"""Supervised fine-tuning for temporal grounding, with the project's own model code.
+
+Works on any Qwen3-VL checkpoint folder (``init=``) or on a fresh tiny configuration (the
+built-in model). Samples are rendered on the fly from the synthetic world; the loss covers only
+the answer tokens; gradients are accumulated over several samples; bf16 autocast on CUDA. The
+result is saved in the released folder format (config.json, model.safetensors, tokenizer,
+chat template, generation and preprocessor configs), which vidlm and transformers both load.
+Deterministic for a seed on one device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from recipe.data import IGNORE, SampleSpec, corpus_texts, encode, make_sample
+from recipe.tokenizer import save_tokenizer, train_tokenizer
+from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
+from vidlm.model import Qwen3VL
+from vidlm.processor import Processor, ProcessorConfig
+from vidlm.tokenizer import Tokenizer
+from vidlm.weights import build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    accumulation: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 20
+    save_every: int = 250
+    model_hidden: int = 256
+    model_layers: int = 4
+    tokenizer_scenes: int = 400
+    sample: SampleSpec = field(default_factory=SampleSpec)
+
+
+def tiny_config(tokenizer: Tokenizer, *, hidden: int = 256, layers: int = 4) -> Qwen3VLConfig:
+    """The built-in model's shape: ~6M parameters, text width 256, vision width 128."""
+    ids = {
+        "image_token_id": tokenizer.token_to_id("<|image_pad|>"),
+        "video_token_id": tokenizer.token_to_id("<|video_pad|>"),
+        "vision_start_token_id": tokenizer.token_to_id("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.token_to_id("<|vision_end|>"),
+    }
+    text = TextConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden, intermediate_size=4 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+        max_position_embeddings=32768, rope=RopeConfig(theta=10000.0, mrope_section=(12, 10, 10)),
+    )
+    vision = VisionConfig(
+        depth=4, hidden_size=128, intermediate_size=512, num_heads=4, out_hidden_size=hidden,
+        num_position_embeddings=256, deepstack_visual_indexes=(1, 2, 3)[:layers],
+    )
+    return Qwen3VLConfig(text=text, vision=vision, tie_word_embeddings=True, **ids)
+
+
+def init_weights(model: Qwen3VL, seed: int) -> None:
+    """Normal(0, 0.02) linear/embedding weights, zero biases, unit norms."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+
+def save_checkpoint(model: Qwen3VL, tokenizer_dir: Path, out: Path, *, frame_px: int) -> None:
+    """Write ``out`` in the released checkpoint format (atomically: temp folder + rename)."""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_hf_config() | {"transformers_version": "5.24.0", "dtype": "bfloat16"}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    # bfloat16 on disk halves the size; vidlm.load converts to the dtype asked for.
+    state = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (tmp / name).write_bytes((tokenizer_dir / name).read_bytes())
+    tok = Tokenizer.from_dir(tmp)
+    eos, pad = tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")
+    generation = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                  "repetition_penalty": 1.0, "bos_token_id": pad, "pad_token_id": pad,
+                  "eos_token_id": [eos, pad]}
+    (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
+    tokens_per_frame = (frame_px // 32) ** 2
+    shared = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+              "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    image = shared | {"size": {"shortest_edge": 4096, "longest_edge": 65536}}
+    video = shared | {"size": {"shortest_edge": 4096, "longest_edge": 25165824},
+                      "max_video_tokens": tokens_per_frame, "cap_pixels_per_frame": True}
+    (tmp / "preprocessor_config.json").write_text(json.dumps(image, indent=2), encoding="utf-8")
+    (tmp / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2), encoding="utf-8")
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        out.rename(old)
+        tmp.rename(out)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        tmp.rename(out)
+
+
+def answer_loss(model: Qwen3VL, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens (next-token prediction)."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def prepare(out: Path, init: Path | None, cfg: TrainConfig) -> tuple[Qwen3VL, Path]:
+    """The starting model and the folder holding its tokenizer files."""
+    if init is not None:
+        return build_model(init), init
+    tok_dir = out.with_name(out.name + ".tokenizer")
+    corpus = corpus_texts(range(10_000, 10_000 + cfg.tokenizer_scenes), cfg.sample)
+    save_tokenizer(train_tokenizer(corpus), tok_dir)
+    with torch.device("meta"):
+        model = Qwen3VL(tiny_config(Tokenizer.from_dir(tok_dir), hidden=cfg.model_hidden, layers=cfg.model_layers))
+    model = model.to_empty(device="cpu")
+    init_weights(model, cfg.seed)
+    model.tie_weights()
+    return model, tok_dir
+
+
+def train(
+    out: Path,
+    *,
+    init: Path | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    device: str = "cpu",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """Train and save to ``out``; returns the loss of every optimiser step.
+
+    Args:
+        out: the checkpoint folder to write (replaced atomically at every save).
+        init: a checkpoint folder to fine-tune; None trains the tiny configuration from scratch.
+        cfg: schedule, sampling and seed.
+        device: "cpu" or "cuda" (bf16 autocast on CUDA).
+        progress: called with (step, steps, loss) after every optimiser step.
+    """
+    torch.manual_seed(cfg.seed)
+    model, tok_dir = prepare(out, init, cfg)
+    model.to(device).train()
+    processor = Processor(Tokenizer.from_dir(tok_dir), ProcessorConfig(video_max_tokens_per_frame=(cfg.sample.frame_px // 32) ** 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
+    losses: list[float] = []
+    start = time.time()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        total = 0.0
+        for micro in range(cfg.accumulation):
+            sample = make_sample(cfg.seed * 1_000_003 + step * cfg.accumulation + micro, cfg.sample)
+            batch = {k: v.to(device) for k, v in encode(processor, sample).items()}
+            with autocast:
+                loss = answer_loss(model, batch) / cfg.accumulation
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(total)
+        if progress is not None:
+            progress(step + 1, cfg.steps, total)
+        if (step + 1) % cfg.log_every == 0:
+            log.info("step %d/%d loss %.4f lr %.2e %.1fs", step + 1, cfg.steps, total, lr_at(step, cfg), time.time() - start)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            save_checkpoint(model, tok_dir, out, frame_px=cfg.sample.frame_px)
+            (out / "training.json").write_text(json.dumps({"step": step + 1, "config": asdict(cfg), "losses": losses}, default=str))
+            model.train()
+    return losses
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,86 @@
+"""The training recipe: the loss falls, runs are reproducible, checkpoints load everywhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recipe.data import IGNORE, SampleSpec, encode, make_sample, planned_seconds
+from recipe.train import TrainConfig, train
+from recipe.world import WorldParams
+from vidlm.processor import Processor, ProcessorConfig
+from vidlm.tokenizer import Tokenizer
+
+SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
+
+
+def small(steps: int, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, accumulation=2, lr=3e-3, warmup_steps=3, log_every=1000,
+                       save_every=1000, model_hidden=64, model_layers=2, tokenizer_scenes=40,
+                       sample=SPEC, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("ckpt") / "model"
+    losses = train(out, cfg=small(40))
+    return out, losses
+
+
+def test_loss_falls(trained):
+    _, losses = trained
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4])
+
+
+def test_checkpoint_is_in_the_released_format(trained):
+    out, _ = trained
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+            "generation_config.json", "preprocessor_config.json", "video_preprocessor_config.json"} <= names
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl" and config["text_config"]["hidden_size"] == 64
+
+
+def test_transformers_loads_it_with_the_same_logits(trained):
+    transformers = pytest.importorskip("transformers")
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    batch = lm.processor(make_sample(123, SPEC).messages())
+    ref = transformers.AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ours, theirs = lm.model(**batch).logits, ref(**batch).logits
+    assert (ours - theirs).abs().max() <= 1e-4
+    ref_tok = transformers.AutoTokenizer.from_pretrained(out)
+    text = "When does the red circle enter? <12.5 seconds><|video_pad|><|im_end|>"
+    assert ref_tok(text)["input_ids"] == lm.tokenizer.encode(text)
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train(tmp_path / "a", cfg=small(3))
+    b = train(tmp_path / "b", cfg=small(3))
+    assert a == b
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_labels_cover_only_the_answer(trained):
+    out, _ = trained
+    tok = Tokenizer.from_dir(out)
+    sample = make_sample(7, SPEC)
+    batch = encode(Processor(tok, ProcessorConfig(video_max_tokens_per_frame=4)), sample)
+    labelled = batch["labels"][batch["labels"] != IGNORE].tolist()
+    assert tok.decode(labelled) == sample.task.answer + "<|im_end|>"
+    assert batch["input_ids"][0, -len(labelled):].tolist() == labelled
+
+
+def test_planned_seconds_are_real_frame_times():
+    frames = np.cumsum(np.r_[0.0, np.full(30, 1 / 30), np.full(40, 1 / 10)])  # 30 fps then 10 fps
+    times = planned_seconds(frames, fps=2.0, max_frames=100)
+    assert len(times) % 2 == 0 and set(times) <= set(frames)
+    assert times[0] == 0.0 and times[-1] == frames[-1]
