@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from .generate import GenerationConfig, generate_ids
 from .model import Qwen3VL
 from .processor import Processor, ProcessorConfig
 from .tokenizer import Tokenizer
+from .visual_cache import VisualCache
 from .weights import DTYPES, CheckpointError, DType, build_model, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class VideoLM:
     path: Path
     video_reader: VideoReader | None = None
     prefill_chunk_size: int | None = 4096
+    visual_cache: VisualCache = field(default_factory=VisualCache)
 
     @property
     def model_id(self) -> str:
@@ -63,7 +65,9 @@ class VideoLM:
         """
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
-        steps = list(generate_ids(self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size))
+        steps = list(generate_ids(
+            self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache
+        ))
         rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch["input_ids"].shape[0])]
         texts = [self.tokenizer.decode(_until_stop(row, config.eos_token_ids), skip_special_tokens=True) for row in rows]
         return texts[0] if _is_single(messages) else texts
@@ -75,7 +79,9 @@ class VideoLM:
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
-        for token in generate_ids(self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size):
+        for token in generate_ids(
+            self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache
+        ):
             token_id = int(token[0])
             if token_id in config.eos_token_ids:
                 break

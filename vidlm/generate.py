@@ -23,6 +23,7 @@ import torch
 from .decoder import DeepStack
 from .kv_cache import KVCache
 from .model import Qwen3VL, padding_mask
+from .visual_cache import VisualCache
 
 
 @dataclass(frozen=True)
@@ -124,21 +125,33 @@ def _chunk_deepstack(deepstack: DeepStack | None, start: int, end: int) -> DeepS
 
 @torch.inference_mode()
 def prefill(
-    model: Qwen3VL, batch: dict[str, torch.Tensor], cache: KVCache, *, chunk_size: int | None = None
+    model: Qwen3VL,
+    batch: dict[str, torch.Tensor],
+    cache: KVCache,
+    *,
+    chunk_size: int | None = None,
+    visual_cache: VisualCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the prompt into ``cache``; return the last position's logits [B, V] and rope deltas [B, 1].
 
     Args:
         batch: the processor's output (input_ids, attention_mask, mm_token_type_ids, pixels, grids).
         chunk_size: tokens per decoder pass; None runs the prompt in one pass.
+        visual_cache: reuse vision-tower outputs for pixels seen before.
     """
     input_ids = batch["input_ids"]
     attention_mask = batch.get("attention_mask")
+
+    def encode(pixels: torch.Tensor, grid: torch.Tensor):
+        if visual_cache is None:
+            return model.encode_visual(pixels, grid)
+        return visual_cache.get_or_compute(pixels, grid, model.encode_visual)
+
     images = videos = None
     if batch.get("pixel_values") is not None:
-        images = model.encode_visual(batch["pixel_values"], batch["image_grid_thw"])
+        images = encode(batch["pixel_values"], batch["image_grid_thw"])
     if batch.get("pixel_values_videos") is not None:
-        videos = model.encode_visual(batch["pixel_values_videos"], batch["video_grid_thw"])
+        videos = encode(batch["pixel_values_videos"], batch["video_grid_thw"])
     embeds, deepstack = model.embed(
         input_ids, mm_token_type_ids=batch.get("mm_token_type_ids"), images=images, videos=videos
     )
@@ -170,6 +183,7 @@ def generate_ids(
     config: GenerationConfig,
     *,
     prefill_chunk_size: int | None = 4096,
+    visual_cache: VisualCache | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids [B] at each step until every row hit a stop token or the limit."""
     input_ids = batch["input_ids"].to(model.device)
@@ -186,7 +200,7 @@ def generate_ids(
     )
     logits, rope_deltas = prefill(
         model, {**batch, "input_ids": input_ids, "attention_mask": attention_mask}, cache,
-        chunk_size=prefill_chunk_size,
+        chunk_size=prefill_chunk_size, visual_cache=visual_cache,
     )
     generator = None
     if config.do_sample and config.seed is not None:

@@ -143,3 +143,25 @@ def test_builtin_model_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(vidlm.api, "BUILTIN_DIR", tmp_path / "none")
     with pytest.raises(vidlm.CheckpointError, match="built-in checkpoint is not installed"):
         vidlm.load()
+
+
+def test_follow_up_questions_reuse_the_vision_tower_output(folder):
+    lm = vidlm.load(folder)
+    calls = []
+    original = lm.model.encode_visual
+
+    def counting(pixels, grid):
+        calls.append(tuple(grid.tolist()[0]))
+        return original(pixels, grid)
+
+    lm.model.encode_visual = counting
+    first = lm.generate(video_message("When?", seed=9), max_new_tokens=6, **GREEDY)
+    again = lm.generate(video_message("When?", seed=9), max_new_tokens=6, **GREEDY)
+    other = video_message("Where?", seed=9)
+    lm.generate(other, max_new_tokens=6, **GREEDY)
+    assert len(calls) == 1 and first == again
+    assert lm.visual_cache.hits == 2 and lm.visual_cache.misses == 1
+    lm.generate(video_message("When?", seed=10), max_new_tokens=6, **GREEDY)
+    assert len(calls) == 2
+    uncached = vidlm.load(folder)
+    assert uncached.generate(other, max_new_tokens=6, **GREEDY) == lm.generate(other, max_new_tokens=6, **GREEDY)
