@@ -4,7 +4,11 @@ Generates an H.264 720p30 test video (default 10 minutes, x264 `veryfast`, keyfr
 250 frames) in a temp folder, then times, each in its own subprocess so peak memory
 (`ru_maxrss`) is per method:
 
-  ours        ingest.probe + ingest.plan (default policy: 2 fps, token budget) + ingest.decode
+  ours-pyav   ingest.probe + ingest.plan (default policy: 2 fps, token budget) + ingest.decode
+              with backend="pyav"
+  ours-auto   the same with backend="auto": with decord installed, this constant-rate H.264 mp4
+              takes the decord path (one demux pass to check eligibility, then decord get_batch
+              at the planned size); the "backend" column shows which path ran
   decord      decord VideoReader.get_batch at indices round(linspace(0, n-1, n/fps*2)) (index/fps)
   pyav-rgb    PyAV sequential decode, every frame converted to RGB at source size, sampled ones kept
   floor       PyAV decode of every frame, no conversion (nothing that decodes the stream is faster)
@@ -31,7 +35,14 @@ import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("floor", "ours", "pyav-rgb", "decord")
+METHODS = ("floor", "ours-pyav", "ours-auto", "pyav-rgb", "decord")
+LABELS = {
+    "floor": "floor (pyav decode all, no conversion)",
+    "ours-pyav": "ours (pyav)",
+    "ours-auto": "ours (auto, decord path)",
+    "pyav-rgb": "pyav sequential + rgb",
+    "decord": "decord get_batch (index/fps)",
+}
 
 
 def generate(path: Path, minutes: float) -> None:
@@ -65,13 +76,18 @@ def run_floor(path: Path) -> dict:
     return {"frames": n, "decoded": n}
 
 
-def run_ours(path: Path) -> dict:
+def run_ours(path: Path, backend: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import ingest
 
     info = ingest.probe(path)
-    batch = ingest.decode(path, ingest.plan(info, ingest.SamplingPolicy()))
-    return {"frames": len(batch), "shape": list(batch.frames.shape), "result_bytes": batch.frames.nbytes}
+    batch = ingest.decode(path, ingest.plan(info, ingest.SamplingPolicy()), backend=backend)
+    return {
+        "frames": len(batch),
+        "shape": list(batch.frames.shape),
+        "result_bytes": batch.frames.nbytes,
+        "backend": batch.backend,
+    }
 
 
 def run_pyav_rgb(path: Path) -> dict:
@@ -98,7 +114,13 @@ def run_decord(path: Path) -> dict:
     return {"frames": len(batch), "shape": list(batch.shape), "result_bytes": batch.nbytes}
 
 
-RUNNERS = {"floor": run_floor, "ours": run_ours, "pyav-rgb": run_pyav_rgb, "decord": run_decord}
+RUNNERS = {
+    "floor": run_floor,
+    "ours-pyav": lambda path: run_ours(path, "pyav"),
+    "ours-auto": lambda path: run_ours(path, "auto"),
+    "pyav-rgb": run_pyav_rgb,
+    "decord": run_decord,
+}
 
 
 def measure(method: str, path: Path) -> dict:
@@ -127,33 +149,36 @@ def report(results: dict[str, dict], minutes: float) -> None:
     total = int(minutes * 60 * 30)
     print(f"\n{minutes:g}-minute 1280x720 30 fps H.264, {total} frames; sampling at 2 fps")
     print("frames/s = source frames per wall second; cpu s = user+sys seconds (less sensitive to other load)")
-    print(f"{'method':<10} {'frames':>7} {'seconds':>8} {'cpu s':>7} {'frames/s':>9} {'peak GiB':>9} {'result GiB':>10}  shape")
+    print("\n| method | backend | frames | wall s | cpu s | source frames/s | peak GiB | result GiB | result shape |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name in METHODS:
         r = results[name]
         if "error" in r:
-            print(f"{name:<10} failed: {r['error']}")
+            print(f"| {LABELS[name]} | failed: {r['error']} | | | | | | | |")
             continue
-        rate = total / r["seconds"]
         print(
-            f"{name:<10} {r['frames']:>7} {r['seconds']:>8.2f} {r['cpu_seconds']:>7.2f} {rate:>9.1f} {r['peak_bytes'] / gib:>9.2f} "
-            f"{r.get('result_bytes', 0) / gib:>10.2f}  {r.get('shape', '')}"
+            f"| {LABELS[name]} | {r.get('backend', '-')} | {r['frames']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} "
+            f"| {total / r['seconds']:.1f} | {r['peak_bytes'] / gib:.2f} | {r.get('result_bytes', 0) / gib:.2f} "
+            f"| {r.get('shape', '')} |"
         )
-    floor, ours = results["floor"], results["ours"]
-    if "error" in floor or "error" in ours:
-        return
-    print(
-        f"\nours / floor: wall {ours['seconds'] / floor['seconds']:.2f}x, "
-        f"cpu {ours['cpu_seconds'] / floor['cpu_seconds']:.2f}x (target <= 1.3x)"
-    )
-    print(f"ours peak memory: {ours['peak_bytes'] / gib:.2f} GiB (target < 1 GiB)")
-    for other in ("pyav-rgb", "decord"):
-        r = results[other]
-        if "error" not in r:
-            print(
-                f"{other} / ours: wall {r['seconds'] / ours['seconds']:.2f}x, "
-                f"cpu {r['cpu_seconds'] / ours['cpu_seconds']:.2f}x, "
-                f"peak memory {r['peak_bytes'] / ours['peak_bytes']:.2f}x"
-            )
+    floor = results["floor"]
+    for ours_name in ("ours-pyav", "ours-auto"):
+        ours = results[ours_name]
+        if "error" in floor or "error" in ours:
+            continue
+        print(
+            f"\n{LABELS[ours_name]} / floor: wall {ours['seconds'] / floor['seconds']:.2f}x, "
+            f"cpu {ours['cpu_seconds'] / floor['cpu_seconds']:.2f}x (target <= 1.3x); "
+            f"peak memory {ours['peak_bytes'] / gib:.2f} GiB (target < 1 GiB)"
+        )
+        for other in ("pyav-rgb", "decord"):
+            r = results[other]
+            if "error" not in r:
+                print(
+                    f"  {other} / {ours_name}: wall {r['seconds'] / ours['seconds']:.2f}x, "
+                    f"cpu {r['cpu_seconds'] / ours['cpu_seconds']:.2f}x, "
+                    f"peak memory {r['peak_bytes'] / ours['peak_bytes']:.2f}x"
+                )
 
 
 def main() -> None:

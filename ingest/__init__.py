@@ -5,12 +5,15 @@
     plan = ingest.plan(info, ingest.SamplingPolicy())    # frame times (seconds) + per-frame size
     batch = ingest.decode(path, plan)                    # FrameBatch: uint8 [T, 3, H, W], seconds [T]
 
+`decode(..., backend="auto")` uses decord where it gives the same frames and times, else PyAV.
+
 Times are seconds from each frame's PTS relative to the video stream start. Every failure
 caused by a bad file raises a subclass of `VideoError` with `.path` and `.reason`.
 """
 
 from ingest.clip import cut_clip
-from ingest.decode import decode, default_budget_seconds
+from ingest.decode import Backend, decode, default_budget_seconds
+from ingest.decord_path import DecordUnavailableError
 from ingest.discover import discover
 from ingest.errors import (
     ClipError,
@@ -34,8 +37,10 @@ from ingest.progress import ProgressCallback, ProgressEvent
 from ingest.windows import Window, detect_shots, make_windows, segment
 
 __all__ = [
+    "Backend",
     "ClipError",
     "CorruptVideoError",
+    "DecordUnavailableError",
     "DecodeTimeoutError",
     "EmptyFileError",
     "EncryptedVideoError",

@@ -8,6 +8,9 @@ planned-size frames plus a few decoded pictures. Each frame's time is its PTS re
 to the stream start, never index / average fps, so variable frame rate, edit lists and start
 offsets come out right. A wall-clock budget per file bounds the pass; damage partway yields
 the frames before it, flagged `partial`.
+
+`backend="auto"` (the default) hands eligible files to decord instead (`ingest.decord_path`:
+same frames, same seconds, faster); any file decord would get wrong stays on this path.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import av
 import av.error
 import numpy as np
 
+from ingest import decord_path
 from ingest.errors import CorruptVideoError, DecodeTimeoutError, VideoError
 from ingest.frames import FrameBatch
 from ingest.plan import SamplingPlan
 from ingest.probe import check_content, open_container
 from ingest.progress import ProgressCallback, ProgressEvent
+from ingest.sniff import IsoBmffFacts
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ _INTERPOLATION = "BICUBIC"
 _REORDER_DEPTH = 3
 _GBRP_TO_RGB = (2, 0, 1)  # planar GBR stores G, B, R; rows are padded to line_size
 _SCALE_THREADS = 1  # the decoder already keeps the cores busy with frame threads
+
+Backend = Literal["auto", "pyav", "decord"]
+BACKENDS: tuple[Backend, ...] = ("auto", "pyav", "decord")
 
 
 def default_budget_seconds(duration_seconds: float) -> float:
@@ -46,6 +55,7 @@ def decode(
     path: str | Path,
     plan: SamplingPlan,
     *,
+    backend: Backend = "auto",
     budget_seconds: float | None = None,
     progress: ProgressCallback | None = None,
     threads: int = 0,
@@ -55,6 +65,10 @@ def decode(
     Args:
         path: the video file the plan was made for.
         plan: from `ingest.plan`.
+        backend: "pyav"; "decord" (only on files where it gives the same frames and times,
+            see `ingest.decord_path`); "auto" uses decord when it is installed and the file
+            is eligible, else PyAV (the reason is logged at INFO).
+            Both give the same frames and the same seconds; `FrameBatch.backend` says which ran.
         budget_seconds: wall-clock limit; `default_budget_seconds(duration)` when None.
         progress: called with a `ProgressEvent` (unit "frames") as frames are filled.
         threads: decoder threads (0 = FFmpeg's choice).
@@ -64,27 +78,53 @@ def decode(
 
     Raises:
         VideoError: the file cannot be decoded (DecodeTimeoutError when over budget).
+        ValueError: an unknown backend, or backend="decord" on a file decord would get wrong
+            (`DecordUnavailableError`, naming the reason).
+        ImportError: backend="decord" without the decord package (with an install hint).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     path = Path(path)
     _, bmff = check_content(path)
     budget = (
         default_budget_seconds(plan.duration_seconds) if budget_seconds is None else budget_seconds
     )
+    deadline = time.monotonic() + budget
+    if backend != "pyav":
+        batch = _decode_decord(
+            path,
+            plan,
+            bmff,
+            required=backend == "decord",
+            deadline=deadline,
+            budget=budget,
+            progress=progress,
+            threads=threads,
+        )
+        if batch is not None:
+            return batch
+    return _decode_pyav(
+        path, plan, bmff, deadline=deadline, budget=budget, progress=progress, threads=threads
+    )
+
+
+def _decode_pyav(
+    path: Path,
+    plan: SamplingPlan,
+    bmff: IsoBmffFacts | None,
+    *,
+    deadline: float,
+    budget: float,
+    progress: ProgressCallback | None,
+    threads: int,
+) -> FrameBatch:
     with open_container(path, bmff=bmff) as container:
         stream = _stream(path, container, plan.stream_index)
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         filler = _Filler(path, plan, progress)
         try:
-            _run(
-                path,
-                container,
-                stream,
-                plan,
-                filler,
-                deadline=time.monotonic() + budget,
-                budget=budget,
-            )
+            _run(path, container, stream, plan, filler, deadline=deadline, budget=budget)
         except av.error.FFmpegError as err:
             if filler.last_time is None:
                 raise CorruptVideoError(
@@ -93,6 +133,50 @@ def decode(
             log.warning("%s: decoding stopped at %.3f s: %s", path, filler.last_time, err)
             filler.damaged = True
     return filler.finish()
+
+
+def _decode_decord(
+    path: Path,
+    plan: SamplingPlan,
+    bmff: IsoBmffFacts | None,
+    *,
+    required: bool,
+    deadline: float,
+    budget: float,
+    progress: ProgressCallback | None,
+    threads: int,
+) -> FrameBatch | None:
+    """The decord path, or None (logged) when auto mode should use PyAV instead.
+
+    With `required` (backend="decord") every reason to refuse is raised instead.
+    """
+    decord = decord_path.import_decord(required=required)
+    if decord is None:
+        log.debug("%s: decord is not installed; decoding with PyAV", path)
+        return None
+    with open_container(path, bmff=bmff) as container:
+        _stream(path, container, plan.stream_index)
+        line = decord_path.timeline(container, plan)
+    if isinstance(line, str):
+        reason = line
+    else:
+        try:
+            reader = decord_path.open_reader(decord, path, plan, threads)
+            reason = decord_path.index_disagreement(reader, line)
+            if reason is None:
+                return decord_path.decode_frames(
+                    reader, path, plan, line, deadline=deadline, budget=budget, progress=progress
+                )
+        except decord.DECORDError as err:
+            message = decord_path.error_message(err)
+            if required:
+                raise CorruptVideoError(path, f"decord cannot decode the file ({message})") from err
+            log.warning("%s: decord failed (%s); decoding with PyAV", path, message)
+            return None
+    if required:
+        raise decord_path.DecordUnavailableError(path, reason)
+    log.info("%s: decoding with PyAV, not decord: %s", path, reason)
+    return None
 
 
 def _stream(path: Path, container, index: int):
@@ -265,4 +349,4 @@ class _Filler:
         )
 
 
-__all__ = ["decode", "default_budget_seconds", "VideoError"]
+__all__ = ["Backend", "decode", "default_budget_seconds", "VideoError"]

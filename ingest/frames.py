@@ -9,8 +9,11 @@ never pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
+
+BACKENDS = ("pyav", "decord")
 
 
 @dataclass(frozen=True, repr=False)
@@ -23,6 +26,7 @@ class FrameBatch:
         video_id: content-hash id of the source video.
         partial: True when decoding stopped early (damage or a file shorter than its header).
         stopped_at_seconds: time of the last good frame when `partial`, else None.
+        backend: the decoder that produced the frames ("pyav" or "decord").
     """
 
     frames: np.ndarray
@@ -30,9 +34,12 @@ class FrameBatch:
     video_id: str
     partial: bool = False
     stopped_at_seconds: float | None = None
+    backend: Literal["pyav", "decord"] = "pyav"
 
     def __post_init__(self) -> None:
         frames, seconds = self.frames, self.seconds
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4:
             raise ValueError(f"frames must be a uint8 [T, 3, H, W] array, got {_describe(frames)}")
         if frames.shape[1] != 3:
