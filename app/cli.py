@@ -12,6 +12,8 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
+from app import cli_support
+
 cli = typer.Typer(
     name="vidlm",
     help="Video understanding with temporal grounding on Qwen3-VL.",
@@ -124,6 +126,171 @@ def _bar_callback(bar: tqdm):
         bar.update(done - bar.n)
 
     return update
+
+
+# ----- the library: ingest, ask, localize, export, clip, status, rebuild ---------------------
+# Each command parses its options and calls one app.pipeline.Pipeline method; exit codes and
+# printing helpers live in app.cli_support.
+
+_LIBRARY = typer.Option(None, "--library", help=cli_support.LIBRARY_HELP)
+_MODEL = typer.Option(None, "--model", help=cli_support.MODEL_HELP)
+_DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
+_DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 or auto.")
+_JSON = typer.Option(False, "--json", help="Print one JSON object (schema in the README).")
+
+
+@cli.command()
+def ingest(
+    folder: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
+    library: Path | None = _LIBRARY,
+    model: str | None = _MODEL,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Caption tokens per window (default 512)."),
+    window_seconds: float | None = typer.Option(None, "--window-seconds", min=1.0, help="Longer videos are captioned in shot-aligned windows of at most this (default 60)."),
+    fps: float | None = typer.Option(None, "--fps", min=0.01, help="Frames per second shown to the model (default 2)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Ingest unchanged files that failed before again."),
+    as_json: bool = _JSON,
+) -> None:
+    """Ingest a folder into the library: captions with times, searchable. Exit 1 if files failed."""
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library,
+                                     caption_max_new_tokens=max_new_tokens, window_seconds=window_seconds, fps=fps)
+    with cli_support.exit_codes(library), tqdm(unit="file", desc="ingest", disable=None) as bar:
+        report = pipe.ingest_folder(folder, progress=cli_support.file_progress(bar), retry_failed=retry_failed)
+    result = report.to_json()
+    if as_json:
+        cli_support.print_json(result)
+    else:
+        counts = ", ".join(f"{n} {action}" for action, n in result["counts"].items() if n)
+        typer.echo(f"{counts or 'nothing to do'} -> {report.library}")
+    cli_support.print_failures(result["failures"])
+    raise typer.Exit(cli_support.EXIT_FAILED_FILES if report.failures else cli_support.EXIT_OK)
+
+
+@cli.command()
+def ask(
+    video: str = typer.Argument(..., help="A video file, or a video id of the library."),
+    question: str = typer.Argument(..., help="The question, e.g. 'When does the dog jump?'."),
+    library: Path | None = _LIBRARY,
+    model: str | None = _MODEL,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Answer tokens (default 128)."),
+    as_json: bool = _JSON,
+) -> None:
+    """Answer a question about one video, with the time spans found in the answer."""
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library,
+                                     answer_max_new_tokens=max_new_tokens)
+    with cli_support.exit_codes(library):
+        result = pipe.ask(video, question)
+    if as_json:
+        cli_support.print_json(result.to_json())
+        return
+    typer.echo(result.answer.strip())
+    for span in result.spans:
+        typer.echo(f"  [{cli_support.seconds(span.start_seconds)} - {cli_support.seconds(span.end_seconds)} s]")
+
+
+@cli.command()
+def localize(
+    query: str = typer.Argument(..., help="What to find, e.g. 'the red circle enters'."),
+    video: str | None = typer.Option(None, "--video", help="Search one video (file or video id)."),
+    k: int = typer.Option(10, "--k", min=1, help="Most spans to return."),
+    library: Path | None = _LIBRARY,
+    as_json: bool = _JSON,
+) -> None:
+    """Find the spans of the library (or one video) that match a description, best first."""
+    pipe = cli_support.make_pipeline(library=library)
+    with cli_support.exit_codes(library):
+        spans = pipe.localize(query, video=video, k=k)
+    if as_json:
+        cli_support.print_json({"query": query, "results": [s.to_json() for s in spans]})
+        return
+    for s in spans:
+        typer.echo(f"{s.rank:>3}  {s.score:.3f}  {cli_support.seconds(s.start_seconds)}-"
+                   f"{cli_support.seconds(s.end_seconds)} s  {s.path}  {s.caption}")
+
+
+@cli.command()
+def export(
+    out: Path = typer.Argument(..., help="File to write; for srt/vtt of the whole library, a folder."),
+    format: str | None = typer.Option(None, "--format", help="jsonl, srt, vtt or parquet; default from OUT's suffix."),
+    video: str | None = typer.Option(None, "--video", help="Export one video (file or video id)."),
+    library: Path | None = _LIBRARY,
+) -> None:
+    """Export the grounded captions (JSONL QVHighlights-style, SRT, WebVTT, parquet)."""
+    pipe = cli_support.make_pipeline(library=library)
+    with cli_support.exit_codes(library):
+        written = pipe.export(out, format=format, video=video)
+    for path in written:
+        typer.echo(str(path))
+
+
+@cli.command()
+def clip(
+    video: Path = typer.Argument(..., help="Source video file."),
+    start: float = typer.Argument(..., help="Span start, seconds."),
+    end: float = typer.Argument(..., help="Span end, seconds."),
+    out: Path = typer.Argument(..., help="The mp4 to write."),
+) -> None:
+    """Cut a span of a video into a playable mp4 (re-encoded, exact start)."""
+    pipe = cli_support.make_pipeline()
+    with cli_support.exit_codes(None):
+        typer.echo(str(pipe.clip(video, start, end, out)))
+
+
+@cli.command()
+def status(library: Path | None = _LIBRARY, as_json: bool = _JSON) -> None:
+    """What is in the library; failed files with their reasons (exit 1 when there are any)."""
+    pipe = cli_support.make_pipeline(library=library)
+    with cli_support.exit_codes(library):
+        result = pipe.status().to_json()
+    if as_json:
+        cli_support.print_json(result)
+    else:
+        counts = result["counts"]
+        typer.echo(f"{result['library']}: {result['videos']} videos ({counts['ok']} ok, {counts['partial']} "
+                   f"partial, {counts['error']} error), {result['segments']} segments")
+        for e in result["entries"]:
+            typer.echo(f"  {e['status']:<8} {e['segments']:>4} seg  {e['path']}" + (f"  ({e['error']})" if e["error"] else ""))
+    cli_support.print_failures(result["failures"])
+    raise typer.Exit(cli_support.EXIT_FAILED_FILES if result["failures"] else cli_support.EXIT_OK)
+
+
+@cli.command()
+def rebuild(library: Path | None = _LIBRARY) -> None:
+    """Re-embed every caption and rewrite the vectors and manifest of a damaged library."""
+    pipe = cli_support.make_pipeline(library=library)
+    with cli_support.exit_codes(library):
+        result = pipe.rebuild().to_json()
+    typer.echo(f"{result['library']}: rebuilt {result['segments']} vectors")
+
+
+# ----- the web app: serve, demo (logic in app.serve) -------------------------------------------
+
+
+@cli.command()
+def serve(
+    library: Path | None = typer.Option(None, "--library", help="Library folder; default $VIDLM_LIBRARY or the per-user library."),
+    model: str | None = typer.Option(None, "--model", help="Model folder or hub id; default the built-in model."),
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+) -> None:
+    """Start the web app (Library, Watch & ask, Search, Export) on http://127.0.0.1:PORT."""
+    from app.serve import serve as run_server
+
+    raise typer.Exit(run_server(library=library, model=model, port=port))
+
+
+@cli.command()
+def demo(
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+    demo_dir: Path | None = typer.Option(None, "--dir", help="Folder for the demo videos and library; default a per-user folder."),
+    model: str | None = typer.Option(None, "--model", help="Model folder or hub id; default the built-in model."),
+) -> None:
+    """Write synthetic sample videos (once), ingest them, and start the web app on them."""
+    from app.serve import demo as run_demo
+
+    raise typer.Exit(run_demo(port=port, demo_dir=demo_dir, model=model))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 import index
 import ingest
+from app.pipeline import PipelineOptions, sampling_policy
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,13 @@ def grounding_question(query: str) -> str:
     return f"{query[:1].upper()}{query[1:]}. When does this happen?"
 
 
-def sampling_policy(lm: Any) -> ingest.SamplingPolicy:
-    """Ingest's default recipe, capped at the frame size the model's processor allows."""
-    per_pair = int(lm.processor.config.video_max_tokens_per_frame)
-    return ingest.SamplingPolicy(max_tokens_per_pair=per_pair, min_tokens_per_pair=min(128, per_pair))
-
-
 def read_video(lm: Any, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """Frames uint8 [T, 3, H, W], their seconds and the duration, planned for ``lm``."""
+    """Frames uint8 [T, 3, H, W], their seconds and the duration, planned as the product plans."""
+    policy = sampling_policy(
+        lm.processor.config, PipelineOptions(), context_tokens=lm.model.config.text.max_position_embeddings
+    )
     info = ingest.probe(path)
-    batch = ingest.decode(path, ingest.plan(info, sampling_policy(lm)))
+    batch = ingest.decode(path, ingest.plan(info, policy))
     return batch.frames, batch.seconds, info.duration_seconds
 
 

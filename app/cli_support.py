@@ -1,0 +1,113 @@
+"""Plumbing shared by the library commands of ``app.cli``: options, exit codes, printing.
+
+Unusual here: every library command runs inside ``exit_codes()``, which turns the errors a
+user can cause into one line on stderr and a documented exit code (README "Exit codes"):
+0 ok, 1 some files failed, 2 usage (bad path, unknown video, no library, bad model), 3 the
+library cannot be used as is (damaged, or built with another embedder), with how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm import tqdm
+
+EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_LIBRARY = 0, 1, 2, 3
+
+LIBRARY_HELP = (
+    "Library folder; default $VIDLM_LIBRARY, else the per-user data folder "
+    "(Linux: ~/.local/share/vidlm/library)."
+)
+MODEL_HELP = "Model folder or hub id; default the built-in model."
+
+
+def error(message: str, code: int) -> typer.Exit:
+    """Print ``message`` on stderr and return the ``typer.Exit`` to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def exit_codes(library: Path | None) -> Iterator[None]:
+    """Map user-caused errors to a message on stderr and an exit code."""
+    import index
+    import ingest
+    from vidlm import CheckpointError
+
+    try:
+        yield
+    except index.LibraryCorruptError as err:
+        hint = (
+            f" From the command line: vidlm rebuild{_library_flag(library)}."
+            if err.rebuildable
+            else ""
+        )
+        raise error(f"{err}{hint}", EXIT_LIBRARY) from err
+    except index.LibraryMismatchError as err:
+        raise error(str(err), EXIT_LIBRARY) from err
+    except ingest.VideoError as err:
+        raise error(str(err), EXIT_FAILED_FILES) from err
+    except index.LibraryNotFoundError as err:
+        hint = f" Create it with: vidlm ingest FOLDER{_library_flag(library)}."
+        raise error(f"{err}.{hint}", EXIT_USAGE) from err
+    except (CheckpointError, FileNotFoundError, NotADirectoryError) as err:
+        raise error(str(err), EXIT_USAGE) from err
+    except KeyError as err:
+        raise error(str(err.args[0]) if err.args else str(err), EXIT_USAGE) from err
+    except ValueError as err:
+        raise error(str(err), EXIT_USAGE) from err
+
+
+def _library_flag(library: Path | None) -> str:
+    return f" --library {library}" if library is not None else ""
+
+
+def make_pipeline(
+    *,
+    model: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    library: Path | None = None,
+    **options: Any,
+):  # noqa: ANN201 - app.pipeline.Pipeline, imported lazily to keep --help instant
+    """A ``Pipeline`` with the command's options (None options keep the defaults)."""
+    from app.pipeline import Pipeline, PipelineOptions
+
+    chosen = {k: v for k, v in options.items() if v is not None}
+    return Pipeline(
+        model=model, device=device, dtype=dtype, library=library, options=PipelineOptions(**chosen)
+    )
+
+
+def file_progress(bar: tqdm):  # noqa: ANN201 - an app.pipeline.PipelineProgress
+    """Map pipeline events to a files bar (the current file and window in the postfix)."""
+
+    def update(event) -> None:  # noqa: ANN001 - app.results.PipelineEvent
+        if event.stage == "file":
+            bar.total = int(event.total)
+            bar.update(int(event.done) - bar.n)
+            bar.set_postfix_str(f"{event.path.name}: {event.detail}")
+        elif event.stage == "caption" and event.path is not None:
+            bar.set_postfix_str(f"{event.path.name}: window {int(event.done)}/{int(event.total)}")
+
+    return update
+
+
+def print_json(value: dict[str, Any]) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False))
+
+
+def print_failures(failures: list[dict[str, Any]]) -> None:
+    """List failed files on stderr, one per line: ``FAILED <path>: <reason>``."""
+    for f in failures:
+        print(f"FAILED {f['path']}: {f['error'] or f['status']}", file=sys.stderr)
+
+
+def seconds(value: float) -> str:
+    return f"{value:.1f}"

@@ -1,0 +1,504 @@
+"""The product's flow: folder -> frames -> dense grounded captions -> library; question -> answer.
+
+This is the one module that composes ``vidlm`` (the model), ``ingest`` (frames with their
+seconds) and ``index`` (the library). Unusual here:
+
+- Times are absolute everywhere: a window's frames carry their own seconds from the stream
+  start, so the model's ``<t seconds>`` prompt text and therefore its answers are already in
+  video time; spans are only clamped to the window they came from, never shifted.
+- The sampling policy comes from the model's processor config (per-frame tokens capped at what
+  the model was trained for), so a tiny model never sees frames larger than it knows.
+- Each video is committed on its own: a crash loses at most the video being ingested.
+- Decoded frames are kept in an LRU keyed by (video id, plan, model id); the model's own
+  ``VideoLM.visual_cache`` then recognises the identical pixels, so a follow-up question about
+  the same video skips both decoding and the vision tower.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+import index
+import ingest
+from app.ingesting import ingest_paths
+from app.paths import default_library_path
+from app.prompts import question_messages
+from app.results import (
+    AskResult,
+    IngestReport,
+    LibraryStatus,
+    LocalizedSpan,
+    PipelineEvent,
+    SpanResult,
+)
+
+if TYPE_CHECKING:
+    import vidlm
+
+log = logging.getLogger(__name__)
+
+_HUGE = 10**9
+
+PipelineProgress = Callable[[PipelineEvent], None]
+LibraryArg = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Knobs of the pipeline (all have working defaults).
+
+    Attributes:
+        fps: target frames per second (lowered when a budget binds).
+        max_frames: most frames per plan.
+        max_video_tokens: visual-token budget of one prompt (a window at ingest, the whole
+            video or the retrieved windows at ask); also capped by the model's context.
+        min_tokens_per_frame: smallest per-frame-pair size in merged tokens (capped by the
+            model's ``video_max_tokens_per_frame``; small videos are upscaled at most to that).
+        window_seconds: videos longer than this are cut at shot boundaries into windows of at
+            most this length, each captioned on its own.
+        caption_max_new_tokens / answer_max_new_tokens: generation lengths.
+        retrieve_k: windows retrieved for a question when the whole video does not fit.
+        retrieve_pad_seconds: context added around each retrieved span.
+        frame_cache_size: decoded videos kept for follow-up questions.
+        search_k: spans returned by ``localize``.
+    """
+
+    fps: float = 2.0
+    max_frames: int = 2048
+    max_video_tokens: int = 224 * 1024
+    min_tokens_per_frame: int = 128
+    window_seconds: float = 60.0
+    caption_max_new_tokens: int = 512
+    answer_max_new_tokens: int = 128
+    retrieve_k: int = 3
+    retrieve_pad_seconds: float = 5.0
+    frame_cache_size: int = 8
+    search_k: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("fps", "window_seconds", "retrieve_pad_seconds"):
+            if not getattr(self, name) >= 0 or (
+                name != "retrieve_pad_seconds" and getattr(self, name) == 0
+            ):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in (
+            "max_frames",
+            "max_video_tokens",
+            "min_tokens_per_frame",
+            "caption_max_new_tokens",
+            "answer_max_new_tokens",
+            "retrieve_k",
+            "frame_cache_size",
+            "search_k",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def sampling_policy(
+    processor_config: Any, options: PipelineOptions, *, context_tokens: int
+) -> ingest.SamplingPolicy:
+    """The ``ingest.SamplingPolicy`` a model can take: its patch geometry and per-frame cap.
+
+    Args:
+        processor_config: the model's ``vidlm.ProcessorConfig``.
+        options: the pipeline's knobs.
+        context_tokens: the model's context length; the visual budget keeps 1/8 of it for text.
+    """
+    per_pair = int(processor_config.video_max_tokens_per_frame)
+    budget = min(options.max_video_tokens, context_tokens - context_tokens // 8)
+    return ingest.SamplingPolicy(
+        fps=options.fps,
+        max_frames=options.max_frames,
+        max_video_tokens=max(budget, per_pair),
+        min_tokens_per_pair=min(options.min_tokens_per_frame, per_pair),
+        max_tokens_per_pair=per_pair,
+        size_factor=int(processor_config.factor),
+        temporal_patch_size=int(processor_config.temporal_patch_size),
+    )
+
+
+class FrameCache:
+    """LRU of decoded ``FrameBatch``es keyed by (video id, plan, model id)."""
+
+    def __init__(self, *, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[tuple, ingest.FrameBatch] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(plan: ingest.SamplingPlan, model_id: str) -> tuple:
+        return (plan.video_id, plan.seconds, plan.width, plan.height, plan.stream_index, model_id)
+
+    def get_or_decode(
+        self, plan: ingest.SamplingPlan, model_id: str, decode: Callable[[], ingest.FrameBatch]
+    ) -> ingest.FrameBatch:
+        """The cached frames of ``plan`` or ``decode()``'s, stored."""
+        key = self.key(plan, model_id)
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        batch = decode()
+        self._items[key] = batch
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+        return batch
+
+
+class Pipeline:
+    """Ingest folders into a library, ask questions about videos, localize events, export.
+
+    The model and the caption embedder load on first use.
+
+    Args:
+        model: checkpoint folder or hub id; None for the built-in model.
+        device, dtype: passed to ``vidlm.load``.
+        library: default library folder (``app.paths.default_library_path()`` when None).
+        options: pipeline knobs.
+        lm, embedder: already-loaded objects to use instead of loading (tests, the web app).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        library: LibraryArg = None,
+        options: PipelineOptions | None = None,
+        lm: vidlm.VideoLM | None = None,
+        embedder: index.Embedder | None = None,
+    ) -> None:
+        self.model_name = model
+        self.device = device
+        self.dtype = dtype
+        self.library_path = Path(library) if library is not None else default_library_path()
+        self.options = options or PipelineOptions()
+        self._lm = lm
+        self._embedder = embedder
+        self.frames = FrameCache(max_items=self.options.frame_cache_size)
+        self._probes: dict[tuple[str, int, int], ingest.VideoInfo] = {}
+
+    # ----- lazily loaded parts -------------------------------------------------------------
+
+    @property
+    def lm(self) -> vidlm.VideoLM:
+        """The model (loaded on first use, with ingest's decoder as its video reader)."""
+        if self._lm is None:
+            import vidlm
+
+            self._lm = vidlm.load(
+                self.model_name, device=self.device, dtype=self.dtype, video_reader=self.read_video
+            )
+        return self._lm
+
+    @property
+    def embedder(self) -> index.Embedder:
+        """The caption embedder (offline MiniLM unless one was given)."""
+        if self._embedder is None:
+            self._embedder = index.MiniLMEmbedder()
+        return self._embedder
+
+    @property
+    def model_id(self) -> str:
+        return self.lm.model_id
+
+    def policy(self) -> ingest.SamplingPolicy:
+        """The sampling policy for the loaded model."""
+        context = int(self.lm.model.config.text.max_position_embeddings)
+        return sampling_policy(self.lm.processor.config, self.options, context_tokens=context)
+
+    # ----- frames --------------------------------------------------------------------------
+
+    def probe(self, path: str | os.PathLike[str]) -> ingest.VideoInfo:
+        """``ingest.probe`` remembered per (path, size, mtime)."""
+        p = Path(path).absolute()
+        stat = p.stat()
+        key = (str(p), stat.st_size, stat.st_mtime_ns)
+        if key not in self._probes:
+            self._probes[key] = ingest.probe(p)
+        return self._probes[key]
+
+    def frames_for(self, plan: ingest.SamplingPlan) -> ingest.FrameBatch:
+        """Decoded frames of a plan, through the LRU."""
+        return self.frames.get_or_decode(
+            plan, self.model_id, lambda: ingest.decode(plan.path, plan)
+        )
+
+    def read_video(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``vidlm``'s video reader: the whole video under the policy, [T, H, W, 3] + seconds."""
+        batch = self.frames_for(ingest.plan(self.probe(path), self.policy()))
+        return batch.to_hwc(), batch.seconds
+
+    # ----- ingest --------------------------------------------------------------------------
+
+    def ingest_folder(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        library: LibraryArg = None,
+        progress: PipelineProgress | None = None,
+        retry_failed: bool = False,
+    ) -> IngestReport:
+        """Ingest every video under ``folder`` into the library, committing after each file.
+
+        Unchanged files are skipped (a file with only a new mtime gets its row updated);
+        catalog rows of files under ``folder`` that are gone are removed; a bad file becomes
+        a catalog row with status "error" and its reason, and the batch goes on.
+
+        Args:
+            folder: the folder to scan (recursively).
+            library: the library folder (created if absent); the pipeline's default when None.
+            progress: called with ``PipelineEvent``s.
+            retry_failed: ingest unchanged files whose last ingest failed again.
+
+        Raises:
+            NotADirectoryError: ``folder`` is not a folder.
+            index.LibraryError: the library is damaged or built with another embedder.
+        """
+        root = Path(folder).absolute()
+        paths = ingest.discover(root)
+        lib = self.open_library(library, create=True)
+        outcomes = ingest_paths(
+            self, lib, root, paths, progress=progress, retry_failed=retry_failed
+        )
+        return IngestReport(library=lib.path, model_id=self.model_id, files=tuple(outcomes))
+
+    # ----- questions -----------------------------------------------------------------------
+
+    def ask(
+        self, video: str | os.PathLike[str], question: str, *, library: LibraryArg = None
+    ) -> AskResult:
+        """Answer ``question`` about ``video`` (a file, or a video id of the library).
+
+        The whole video goes in context when its plan at the target fps fits the visual
+        budget; otherwise the best windows for the question are retrieved from the library
+        (when the video is in it) and the model grounds in them, each with its absolute
+        times; without a library the whole video is sampled more sparsely.
+
+        Raises:
+            FileNotFoundError: no such file and no such video id in the library.
+            ValueError: an empty question.
+        """
+        if not question.strip():
+            raise ValueError("question must not be empty")
+        lib = self.open_library(library, create=False, missing_ok=True)
+        path, video_id = resolve_video(video, lib)
+        info = self.probe(path)
+        plans, mode = self._plans_for_question(info, question, lib, video_id)
+        batches = [self.frames_for(p) for p in plans]
+        answer = str(
+            self.lm.generate(
+                question_messages(batches, question),
+                max_new_tokens=self.options.answer_max_new_tokens,
+                do_sample=False,
+            )
+        )
+        spans = index.parse_spans(answer, duration_seconds=info.duration_seconds)
+        return AskResult(
+            video_id=video_id,
+            path=str(path),
+            question=question,
+            answer=answer,
+            spans=tuple(SpanResult(s.start_seconds, s.end_seconds, s.caption) for s in spans),
+            mode=mode,
+            windows=tuple((float(b.seconds[0]), float(b.seconds[-1])) for b in batches if len(b)),
+            model_id=self.model_id,
+        )
+
+    def _plans_for_question(
+        self, info: ingest.VideoInfo, question: str, lib: index.Library | None, video_id: str
+    ) -> tuple[list[ingest.SamplingPlan], str]:
+        policy = self.policy()
+        full = ingest.plan(info, replace(policy, max_frames=_HUGE, max_video_tokens=_HUGE))
+        if full.tokens <= policy.max_video_tokens and full.num_frames <= policy.max_frames:
+            return [full], "whole"
+        spans = self._retrieved_spans(info, question, lib, video_id)
+        if not spans:
+            return [ingest.plan(info, policy)], "downsampled"
+        share = replace(
+            policy,
+            max_video_tokens=max(policy.max_video_tokens // len(spans), policy.max_tokens_per_pair),
+            max_frames=max(policy.max_frames // len(spans), policy.temporal_patch_size),
+        )
+        return [
+            ingest.plan(info, share, start_seconds=s, end_seconds=e) for s, e in spans
+        ], "retrieved"
+
+    def _retrieved_spans(
+        self, info: ingest.VideoInfo, question: str, lib: index.Library | None, video_id: str
+    ) -> list[tuple[float, float]]:
+        if lib is None or lib.entry(video_id) is None or lib.segments_of(video_id).height == 0:
+            return []
+        self._check_embedder(lib)
+        query = self.embedder.embed([question])[0]
+        hits = lib.search(query, self.options.retrieve_k, video_id=video_id)
+        pad = self.options.retrieve_pad_seconds
+        last = info.last_frame_seconds
+        raw = [
+            (max(0.0, s - pad), min(last, e + pad))
+            for s, e in zip(hits["start_seconds"], hits["end_seconds"], strict=True)
+        ]
+        return merge_spans([(s, e) for s, e in raw if s <= e])
+
+    def localize(
+        self,
+        query: str,
+        *,
+        video: str | os.PathLike[str] | None = None,
+        k: int | None = None,
+        library: LibraryArg = None,
+    ) -> list[LocalizedSpan]:
+        """Ranked spans across the library (or one video of it) whose captions match ``query``.
+
+        Raises:
+            index.LibraryNotFoundError: no library there.
+            FileNotFoundError: ``video`` is neither a file nor a video id of the library.
+            KeyError: ``video`` is a file that is not in the library.
+        """
+        if not query.strip():
+            raise ValueError("query must not be empty")
+        lib = self.open_library(library, create=False)
+        self._check_embedder(lib)
+        video_id = resolve_video(video, lib)[1] if video is not None else None
+        vector = self.embedder.embed([query])[0]
+        hits = lib.search(vector, k or self.options.search_k, video_id=video_id)
+        return [
+            LocalizedSpan(
+                rank=int(r["rank"]),
+                video_id=r["video_id"],
+                path=r["path"],
+                start_seconds=float(r["start_seconds"]),
+                end_seconds=float(r["end_seconds"]),
+                score=float(r["score"]),
+                caption=r["caption"],
+            )
+            for r in hits.iter_rows(named=True)
+        ]
+
+    # ----- library chores ------------------------------------------------------------------
+
+    def export(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        format: index.export.ExportFormat | None = None,
+        video: str | os.PathLike[str] | None = None,
+        library: LibraryArg = None,
+    ) -> list[Path]:
+        """Write grounded captions (jsonl, srt, vtt or parquet); see ``index.export_captions``."""
+        lib = self.open_library(library, create=False)
+        video_id = resolve_video(video, lib)[1] if video is not None else None
+        return index.export_captions(lib, out, format=format, video_id=video_id)
+
+    def clip(
+        self,
+        video: str | os.PathLike[str],
+        start_seconds: float,
+        end_seconds: float,
+        out: str | os.PathLike[str],
+    ) -> Path:
+        """Cut ``[start, end)`` seconds of a video file into a playable mp4."""
+        return ingest.cut_clip(video, start_seconds, end_seconds, out)
+
+    def status(self, *, library: LibraryArg = None) -> LibraryStatus:
+        """What is in the library, with every failure and its reason."""
+        return library_status(self.open_library(library, create=False))
+
+    def rebuild(self, *, library: LibraryArg = None) -> LibraryStatus:
+        """Re-embed every caption and rewrite vectors + manifest (after a damaged vectors file)."""
+        folder = Path(library) if library is not None else self.library_path
+        return library_status(index.rebuild_vectors(folder, self.embedder))
+
+    def open_library(
+        self, library: LibraryArg, *, create: bool, missing_ok: bool = False
+    ) -> index.Library | None:
+        """Open the library (the pipeline's default when ``library`` is None).
+
+        Raises:
+            index.LibraryNotFoundError: absent, ``create`` and ``missing_ok`` False.
+        """
+        folder = Path(library) if library is not None else self.library_path
+        if missing_ok and not (folder / "manifest.json").exists():
+            return None
+        if create:
+            emb = self.embedder
+            return index.Library.open(folder, create=True, embedder_id=emb.id, dimension=emb.dim)
+        return index.Library.open(folder)
+
+    def _check_embedder(self, lib: index.Library) -> None:
+        if lib.embedder_id != self.embedder.id or lib.dimension != self.embedder.dim:
+            raise index.LibraryMismatchError(
+                f"library {lib.path} was built with embedder {lib.embedder_id!r}, this pipeline "
+                f"uses {self.embedder.id!r}; use that embedder or run `vidlm rebuild`"
+            )
+
+
+# ----- small pure helpers --------------------------------------------------------------------
+
+
+def resolve_video(video: str | os.PathLike[str], lib: index.Library | None) -> tuple[Path, str]:
+    """(file path, library video id) for a file path or a video id of the library.
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a known video id.
+    """
+    path = Path(video)
+    if path.is_file():
+        return path.absolute(), index.video_id_for_path(path)
+    entry = lib.entry(str(video)) if lib is not None else None
+    if entry is not None and Path(str(entry["path"])).is_file():
+        return Path(str(entry["path"])), str(entry["video_id"])
+    where = f" nor a video id of library {lib.path}" if lib is not None else ""
+    raise FileNotFoundError(f"{video}: not a video file{where}")
+
+
+def merge_spans(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping spans merged, in time order."""
+    out: list[tuple[float, float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def library_status(lib: index.Library) -> LibraryStatus:
+    """``LibraryStatus`` of an open library."""
+    counts = lib.segments.group_by("video_id").len()
+    catalog = lib.catalog.join(counts, on="video_id", how="left").with_columns(
+        pl.col("len").fill_null(0)
+    )
+    entries = tuple(
+        {
+            "video_id": r["video_id"],
+            "path": r["path"],
+            "status": r["status"],
+            "error": r["error_message"],
+            "duration_seconds": r["duration_seconds"],
+            "segments": int(r["len"]),
+            "model_id": r["model_id"],
+            "ingested_at": r["ingest_finished_at"].isoformat() if r["ingest_finished_at"] else None,
+        }
+        for r in catalog.sort("path").iter_rows(named=True)
+    )
+    return LibraryStatus(
+        library=lib.path,
+        embedder_id=lib.embedder_id,
+        index_kind=lib.index_kind,
+        segments=lib.segments.height,
+        entries=entries,
+    )

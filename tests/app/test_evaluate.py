@@ -1,0 +1,76 @@
+"""The evaluation command's scoring, on answers whose scores are known in advance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import app.evaluate as evaluate
+import vidlm
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    return vidlm.load(tiny_model)
+
+
+def test_charades_file_scores_known_answers(lm, good_videos, tmp_path, monkeypatch):
+    video = good_videos[0]
+    lines = [(1.0, 3.0), (0.0, 2.0), (2.0, 4.0), (1.0, 2.0)]
+    annotations = tmp_path / "charades.txt"
+    annotations.write_text("".join(f"{video.stem} {s} {e}##person opens a door\n" for s, e in lines))
+    asked = []
+
+    def answer(lm, frames, seconds, question, *, max_new_tokens):
+        asked.append(question)
+        return "The person opens it from 1.0 to 3.0 seconds."
+
+    monkeypatch.setattr(evaluate, "ask", answer)
+    result = evaluate.evaluate_annotations(lm, annotations, video.parent)
+    # IoUs with [1, 3]: 1, 1/3, 1/3, 1/2.
+    assert result["r1_at_0_3"] == 1.0 and result["r1_at_0_5"] == 0.5 and result["r1_at_0_7"] == 0.25
+    assert result["miou"] == pytest.approx((1 + 1 / 3 + 1 / 3 + 0.5) / 4)
+    assert result["grounding_queries"] == 4 and result["qa_exact"] is None
+    assert asked[0] == "Person opens a door. When does this happen?"
+
+
+def test_bad_annotation_lines_and_missing_videos_are_named(lm, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("v1 1.0 2.0 person opens a door\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: expected 'video_id start end##query'"):
+        evaluate.evaluate_annotations(lm, bad, tmp_path)
+    bad.write_text("nothere 1.0 2.0##x\n")
+    with pytest.raises(FileNotFoundError, match="no video file for id 'nothere'"):
+        evaluate.evaluate_annotations(lm, bad, tmp_path)
+
+
+def oracle(tmp_path, seed: int, *, shift: float = 0.0):
+    """Answers built from the true events of the one-video synthetic set written with ``seed``."""
+    from recipe.data import SampleSpec
+    from recipe.synth import scene_seed, write_dataset
+    from recipe.tasks import CAPTION_TEMPLATES, make_tasks, span_answer
+    from recipe.world import make_scene
+
+    rows = [json.loads(line) for line in write_dataset(tmp_path, videos=1, seed=seed, params=SampleSpec().world).read_text().splitlines()]
+    answers = {evaluate.grounding_question(r["query"]): span_answer(r["start_seconds"] + shift, r["end_seconds"] + shift) for r in rows}
+    scene = make_scene(scene_seed(seed, 0), SampleSpec().world)
+    answers |= {t.question: t.answer for t in make_tasks(scene, seed=seed, per_kind=2, kinds=("qa",))}
+    answers[CAPTION_TEMPLATES[0]] = "\n".join(
+        f"From {r['start_seconds'] + shift:.1f} to {r['end_seconds'] + shift:.1f} seconds: {r['caption']}" for r in rows
+    )
+    return lambda lm, frames, seconds, question, *, max_new_tokens: answers.get(question, "no idea")
+
+
+def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "ask", oracle(tmp_path / "truth", seed=777))
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    assert result["grounding_queries"] > 0 and result["caption_events"] > 0 and result["qa_questions"] > 0
+    assert result["r1_at_0_7"] == 1.0 and result["miou"] == pytest.approx(1.0)
+    assert result["qa_exact"] == 1.0 and result["caption_recall"] == 1.0 and result["caption_precision"] == 1.0
+
+
+def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "ask", oracle(tmp_path / "shifted", seed=777, shift=1000.0))
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    assert result["r1_at_0_3"] == 0.0 and result["caption_recall"] == 0.0
