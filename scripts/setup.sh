@@ -9,6 +9,11 @@ extra="${1:-}"
 
 apt_pkgs=()
 command -v ffmpeg >/dev/null 2>&1 || apt_pkgs+=(ffmpeg)
+if [ "$extra" = dev ]; then
+    # The web app's end-to-end tests run in Debian's chromium.
+    command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
+fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq
