@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,13 +292,7 @@ class Pipeline:
             FileNotFoundError: no such file and no such video id in the library.
             ValueError: an empty question.
         """
-        if not question.strip():
-            raise ValueError("question must not be empty")
-        lib = self.open_library(library, create=False, missing_ok=True)
-        path, video_id = resolve_video(video, lib)
-        info = self.probe(path)
-        plans, mode = self._plans_for_question(info, question, lib, video_id)
-        batches = [self.frames_for(p) for p in plans]
+        info, path, video_id, batches, mode = self._question_context(video, question, library)
         answer = str(
             self.lm.generate(
                 question_messages(batches, question),
@@ -317,6 +311,29 @@ class Pipeline:
             windows=tuple((float(b.seconds[0]), float(b.seconds[-1])) for b in batches if len(b)),
             model_id=self.model_id,
         )
+
+    def ask_stream(
+        self, video: str | os.PathLike[str], question: str, *, library: LibraryArg = None
+    ) -> Iterator[str]:
+        """``ask``'s answer text in pieces as the model writes it (parse spans from the joined text)."""
+        _, _, _, batches, _ = self._question_context(video, question, library)
+        yield from self.lm.stream(
+            question_messages(batches, question),
+            max_new_tokens=self.options.answer_max_new_tokens,
+            do_sample=False,
+        )
+
+    def _question_context(
+        self, video: str | os.PathLike[str], question: str, library: LibraryArg
+    ) -> tuple[ingest.VideoInfo, Path, str, list[ingest.FrameBatch], str]:
+        """Probe facts, path, video id, the frame batches to show and the mode, for a question."""
+        if not question.strip():
+            raise ValueError("question must not be empty")
+        lib = self.open_library(library, create=False, missing_ok=True)
+        path, video_id = resolve_video(video, lib)
+        info = self.probe(path)
+        plans, mode = self._plans_for_question(info, question, lib, video_id)
+        return info, path, video_id, [self.frames_for(p) for p in plans], mode
 
     def _plans_for_question(
         self, info: ingest.VideoInfo, question: str, lib: index.Library | None, video_id: str

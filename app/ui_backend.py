@@ -350,13 +350,7 @@ class PipelineBackend:
         if not question.strip():
             raise BackendError("Type a question first.")
         with self._lock, _model_errors():
-            stream = getattr(self.pipe, "ask_stream", None)
-            if stream is not None:
-                yield from stream(video_id, question)
-            elif hasattr(self.pipe, "_plans_for_question"):
-                yield from _stream_answer(self.pipe, video_id, question)
-            else:
-                yield self.pipe.ask(video_id, question).answer
+            yield from self.pipe.ask_stream(video_id, question)
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
         return parse_answer_spans(answer, duration_seconds)
@@ -427,18 +421,6 @@ class _model_errors:
         if isinstance(err, (index.LibraryError, FileNotFoundError, KeyError, ValueError, NotADirectoryError)):
             raise BackendError(str(err)) from err
         return False
-
-
-def _stream_answer(pipe: Pipeline, video_id: str, question: str) -> Iterator[str]:
-    """``Pipeline.ask`` with the model's text streamed (until the pipeline has ``ask_stream``)."""
-    from app.pipeline import question_messages, resolve_video
-
-    lib = pipe.open_library(None, create=False, missing_ok=True)
-    path, vid = resolve_video(video_id, lib)
-    plans, _mode = pipe._plans_for_question(pipe.probe(path), question, lib, vid)
-    batches = [pipe.frames_for(p) for p in plans]
-    yield from pipe.lm.stream(question_messages(batches, question),
-                              max_new_tokens=pipe.options.answer_max_new_tokens, do_sample=False)
 
 
 def _pipeline_progress(progress: Progress) -> Callable[[PipelineEvent], None]:

@@ -178,3 +178,12 @@ def test_generate_is_called_greedy(tmp_path, good_videos, lm, monkeypatch):
     monkeypatch.setattr(lm, "generate", spy)
     Pipeline(lm=lm, library=tmp_path / "none").ask(good_videos[0], "when?")
     assert seen["do_sample"] is False and re.fullmatch(r"\d+", str(seen["max_new_tokens"]))
+
+
+def test_ask_stream_pieces_join_to_the_ask_answer(tiny_model, good_videos):
+    from app.pipeline import Pipeline
+
+    pipe = Pipeline(model=tiny_model)
+    question = "When does the red circle enter?"
+    answer = pipe.ask(good_videos[0], question).answer
+    assert "".join(pipe.ask_stream(good_videos[0], question)) == answer
