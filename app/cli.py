@@ -65,22 +65,30 @@ def train(
     max_seconds: float = typer.Option(40.0, "--max-seconds", help="Longest synthetic video."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="'builtin': the exact schedule of the built-in model (other options ignored)."),
 ) -> None:
     """Fine-tune for temporal grounding on the synthetic world (SFT, loss on answers only)."""
     from recipe.data import SampleSpec
-    from recipe.train import TrainConfig
+    from recipe.train import TrainConfig, train_builtin
     from recipe.train import train as run_training
     from recipe.world import WorldParams
 
-    spec = SampleSpec(frame_px=frame_px, world=WorldParams(min_seconds=8.0, max_seconds=max_seconds))
-    cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, sample=spec)
-    with tqdm(total=steps, unit="step", desc="train") as bar:
+    if recipe not in (None, "builtin"):
+        raise typer.BadParameter(f"--recipe {recipe!r}: the only named recipe is 'builtin'")
+    with tqdm(unit="step", desc="train") as bar:
 
         def progress(step: int, total: int, loss: float) -> None:
+            if step == 1:
+                bar.reset(total=total)
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(step - bar.n)
 
-        run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
+        if recipe == "builtin":
+            train_builtin(out_dir, device=device, progress=progress)
+        else:
+            spec = SampleSpec(frame_px=frame_px, world=WorldParams(min_seconds=8.0, max_seconds=max_seconds))
+            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, sample=spec)
+            run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
 
 

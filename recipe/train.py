@@ -208,3 +208,39 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def builtin_stages() -> list[TrainConfig]:
+    """The two-stage schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
+
+    Stage 1 trains a fresh tiny model on all task kinds (8-40 s videos); stage 2 continues from
+    it with grounding weighted five to one and shorter videos (6-30 s). Frames are 64 px.
+    """
+    from recipe.world import WorldParams
+
+    first = TrainConfig(
+        steps=600, accumulation=8, lr=1e-3, warmup_steps=40, seed=0, log_every=10, save_every=50,
+        sample=SampleSpec(frame_px=64, world=WorldParams(min_seconds=8.0, max_seconds=40.0)),
+    )
+    second = TrainConfig(
+        steps=1400, accumulation=8, lr=1e-3, warmup_steps=20, seed=1, log_every=10, save_every=50,
+        sample=SampleSpec(
+            frame_px=64, world=WorldParams(min_seconds=6.0, max_seconds=30.0),
+            kinds=("grounding",) * 5 + ("qa", "caption", "count", "order"),
+        ),
+    )
+    return [first, second]
+
+
+def train_builtin(
+    out: Path, *, device: str = "cpu", progress: Callable[[int, int, float], None] | None = None
+) -> list[float]:
+    """Reproduce the built-in checkpoint into ``out`` (stage folders beside it)."""
+    losses: list[float] = []
+    init: Path | None = None
+    stages = builtin_stages()
+    for number, cfg in enumerate(stages, 1):
+        target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
+        losses += train(target, init=init, cfg=cfg, device=device, progress=progress)
+        init = target
+    return losses
