@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from index import parse_spans
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -166,33 +168,27 @@ def test_ask_click_a_time_chip_and_search_fake_backend(tmp_path, video_dir):
 
 
 @pytest.fixture(scope="module")
-def real_library(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny model (2 training steps), one synthetic video, ingested by the real pipeline."""
+def real_library(tmp_path_factory) -> Path:
+    """One synthetic video ingested by the real pipeline with the built-in model."""
     torch = pytest.importorskip("torch")
     from app.pipeline import Pipeline, PipelineOptions
-    from recipe.data import SampleSpec
     from recipe.scene import WorldParams
     from recipe.synth import write_dataset
-    from recipe.train import TrainConfig, train
 
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("real")
-    world = WorldParams(min_seconds=4, max_seconds=8)
-    cfg = TrainConfig(steps=2, accumulation=1, model_hidden=64, model_layers=2, tokenizer_scenes=20,
-                      sample=SampleSpec(frame_px=64, fps=1.0, world=world))
-    train(root / "model", cfg=cfg)
     write_dataset(root / "videos", videos=1, seed=3,
                   params=WorldParams(size_px=128, min_seconds=8, max_seconds=10))
-    options = PipelineOptions(caption_max_new_tokens=24, answer_max_new_tokens=24)
-    report = Pipeline(model=str(root / "model"), library=root / "library", options=options).ingest_folder(root / "videos")
+    options = PipelineOptions(caption_max_new_tokens=96, answer_max_new_tokens=24)
+    report = Pipeline(library=root / "library", options=options).ingest_folder(root / "videos")
     assert not report.failures, report.to_json()
-    return root / "library", root / "model"
+    return root / "library"
 
 
 def test_real_pipeline_library_ask_and_search(tmp_path, real_library):
-    library, model = real_library
+    library = real_library
     shots = artifacts_dir("real")
-    args = ["--library", str(library), "--model", str(model)]
+    args = ["--library", str(library)]  # the built-in model
     with vidlm_serve(args, {"VIDLM_UI_BACKEND": "pipeline"}, tmp_path / "server.log") as url, \
             browser_page(tmp_path) as page:
         open_page(page, url)
@@ -204,10 +200,14 @@ def test_real_pipeline_library_ask_and_search(tmp_path, real_library):
         ask(page, "When does the red circle enter from the left?")
         wait_idle(page, timeout_ms=150_000)
         assert page.get_by_test_id("stChatMessage").count() == 2
-        chips = page.get_by_test_id("stChatMessage").nth(1).get_by_role("button")
-        if chips.count():  # an untrained model rarely writes a time; a trained one does
-            chips.first.click()
-            page.wait_for_timeout(1500)
+        answer = page.get_by_test_id("stChatMessage").nth(1).inner_text()
+        spans = parse_spans(answer)
+        assert spans, f"the built-in model answered a grounding question without a time: {answer!r}"
+        # Park the player away from the answer, then the chip must bring it back.
+        page.evaluate("() => { const v = document.querySelector('video'); v.currentTime = v.duration; }")
+        page.wait_for_function("() => document.querySelector('video').currentTime > 0", timeout=UI_TIMEOUT_MS)
+        page.get_by_test_id("stChatMessage").nth(1).get_by_role("button").first.click()
+        wait_player_at(page, spans[0].start_seconds)
         page.screenshot(path=shots / "watch.png", full_page=True)
         assert_no_traceback(page)
         search(page, url, "a circle enters")
