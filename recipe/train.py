@@ -223,7 +223,7 @@ def builtin_stages() -> list[TrainConfig]:
         sample=SampleSpec(frame_px=64, world=WorldParams(min_seconds=8.0, max_seconds=40.0)),
     )
     second = TrainConfig(
-        steps=1400, accumulation=8, lr=1e-3, warmup_steps=20, seed=1, log_every=10, save_every=50,
+        steps=500, accumulation=8, lr=1e-3, warmup_steps=20, seed=1, log_every=10, save_every=50,
         sample=SampleSpec(
             frame_px=64, world=WorldParams(min_seconds=6.0, max_seconds=30.0),
             kinds=("grounding",) * 5 + ("qa", "caption", "count", "order"),
