@@ -252,7 +252,7 @@ WRITER = textwrap.dedent(
 
 def test_real_kill_mid_commit_leaves_a_consistent_library(filled: Library, lib_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for delay_seconds in (1.2, 1.5, 1.9):
+    for extra_seconds in (0.0, 0.13, 0.31):
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(lib_path)],
             env=env,
@@ -260,9 +260,13 @@ def test_real_kill_mid_commit_leaves_a_consistent_library(filled: Library, lib_p
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(delay_seconds)
+        # Kill only once the writer is committing (its start-up time depends on machine load),
+        # at varying points into the following commits.
+        first = proc.stdout.readline()
+        time.sleep(extra_seconds)
         os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=60)
+        out = first + out
         assert proc.returncode == -signal.SIGKILL, err
         lib = Library.open(lib_path)  # recovers, then checks every invariant
         commits = [int(x) for x in out.split()]
