@@ -211,25 +211,20 @@ class _null:
 
 
 def builtin_stages() -> list[TrainConfig]:
-    """The two-stage schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
+    """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
-    Stage 1 trains a fresh tiny model on all task kinds (8-40 s videos); stage 2 continues from
-    it with grounding weighted five to one and shorter videos (6-30 s). Frames are 64 px.
+    One stage today: a fresh tiny model on all task kinds (grounding weighted three to one),
+    8-40 s videos, 64 px frames, 600 steps of 8 samples. Later stages are appended here, each
+    continuing from the previous one's checkpoint.
     """
     from recipe.world import WorldParams
 
-    first = TrainConfig(
-        steps=600, accumulation=8, lr=1e-3, warmup_steps=40, seed=0, log_every=10, save_every=50,
-        sample=SampleSpec(frame_px=64, world=WorldParams(min_seconds=8.0, max_seconds=40.0)),
-    )
-    second = TrainConfig(
-        steps=500, accumulation=8, lr=1e-3, warmup_steps=20, seed=1, log_every=10, save_every=50,
-        sample=SampleSpec(
-            frame_px=64, world=WorldParams(min_seconds=6.0, max_seconds=30.0),
-            kinds=("grounding",) * 5 + ("qa", "caption", "count", "order"),
-        ),
-    )
-    return [first, second]
+    return [
+        TrainConfig(
+            steps=600, accumulation=8, lr=1e-3, warmup_steps=40, seed=0, log_every=10, save_every=50,
+            sample=SampleSpec(frame_px=64, world=WorldParams(min_seconds=8.0, max_seconds=40.0)),
+        )
+    ]
 
 
 def train_builtin(
