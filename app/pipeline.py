@@ -10,8 +10,9 @@ seconds) and ``index`` (the library). Unusual here:
   the model was trained for), so a tiny model never sees frames larger than it knows.
 - Each video is committed on its own: a crash loses at most the video being ingested.
 - Decoded frames are kept in an LRU keyed by (video id, plan, model id); the model's own
-  ``VideoLM.visual_cache`` then recognises the identical pixels, so a follow-up question about
-  the same video skips both decoding and the vision tower.
+  ``VideoLM.visual_cache`` (memory, then ``<library>/cache/visual`` on disk) then recognises
+  the identical pixels, so a follow-up question about the same video skips both decoding and
+  the vision tower, and its prefix cache lets it prefill only the question's tokens.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class PipelineOptions:
         retrieve_k: windows retrieved for a question when the whole video does not fit.
         retrieve_pad_seconds: context added around each retrieved span.
         frame_cache_size: decoded videos kept for follow-up questions.
+        visual_disk_cache: keep vision-tower outputs under ``<library>/cache/visual``, keyed by
+            (patch content = video content + plan, model id), so re-asking skips the tower.
+        prefix_cache_bytes: memory for prompt KV caches of recent questions (0 disables), so a
+            follow-up question about the same video prefills only its own tokens.
         search_k: spans returned by ``localize``.
     """
 
@@ -83,6 +88,8 @@ class PipelineOptions:
     retrieve_pad_seconds: float = 5.0
     frame_cache_size: int = 8
     search_k: int = 10
+    visual_disk_cache: bool = True
+    prefix_cache_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         for name in ("fps", "window_seconds", "retrieve_pad_seconds"):
@@ -199,8 +206,10 @@ class Pipeline:
         if self._lm is None:
             import vidlm
 
+            cache_dir = self.library_path / "cache" / "visual" if self.options.visual_disk_cache else None
             self._lm = vidlm.load(
-                self.model_name, device=self.device, dtype=self.dtype, video_reader=self.read_video
+                self.model_name, device=self.device, dtype=self.dtype, video_reader=self.read_video,
+                cache_dir=cache_dir, prefix_cache_bytes=self.options.prefix_cache_bytes,
             )
         return self._lm
 

@@ -19,9 +19,10 @@ import torch
 from .attention import AttnImplementation, resolve_attn_implementation
 from .generate import GenerationConfig, generate_ids
 from .model import Qwen3VL
+from .prefix_cache import PrefixCache
 from .processor import Processor, ProcessorConfig
 from .tokenizer import Tokenizer
-from .visual_cache import VisualCache
+from .visual_cache import VisualCache, VisualDiskCache
 from .weights import DTYPES, CheckpointError, DType, build_model, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class VideoLM:
     video_reader: VideoReader | None = None
     prefill_chunk_size: int | None = 4096
     visual_cache: VisualCache = field(default_factory=VisualCache)
+    prefix_cache: PrefixCache | None = None
+    vision_chunk_pairs: int | None = None
 
     @property
     def model_id(self) -> str:
@@ -65,9 +68,7 @@ class VideoLM:
         """
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
-        steps = list(generate_ids(
-            self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache
-        ))
+        steps = list(generate_ids(self.model, batch, config, **self._generation_caches()))
         rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch["input_ids"].shape[0])]
         texts = [self.tokenizer.decode(_until_stop(row, config.eos_token_ids), skip_special_tokens=True) for row in rows]
         return texts[0] if _is_single(messages) else texts
@@ -79,9 +80,7 @@ class VideoLM:
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
-        for token in generate_ids(
-            self.model, batch, config, prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache
-        ):
+        for token in generate_ids(self.model, batch, config, **self._generation_caches()):
             token_id = int(token[0])
             if token_id in config.eos_token_ids:
                 break
@@ -91,6 +90,13 @@ class VideoLM:
         tail = decoder.finish()
         if tail:
             yield tail
+
+    def _generation_caches(self) -> dict[str, Any]:
+        """The chunking and cache settings ``generate_ids`` takes from this object."""
+        return dict(
+            prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache,
+            prefix_cache=self.prefix_cache, vision_chunk_pairs=self.vision_chunk_pairs,
+        )
 
     def _read_videos(self, messages: Messages) -> Messages:
         """Replace video parts that name a file by their frames and seconds."""
@@ -148,6 +154,8 @@ def load(
     video_reader: VideoReader | None = None,
     revision: str | None = None,
     video_prompt_layout: Literal["qwen", "transformers"] | None = None,
+    cache_dir: str | Path | None = None,
+    prefix_cache_bytes: int = 0,
 ) -> VideoLM:
     """Load a checkpoint folder, a hub repo id, or (None) the built-in tiny model.
 
@@ -159,6 +167,9 @@ def load(
         video_reader: path -> (frames uint8 [T, H, W, 3], seconds [T]) for video parts naming files.
         revision: hub revision when downloading.
         video_prompt_layout: override the processor's layout ("qwen" default).
+        cache_dir: keep vision-tower outputs on disk here, keyed by model and patch content.
+        prefix_cache_bytes: keep prompt KV caches up to this many bytes (LRU) so follow-up
+            questions about the same video prefill only their own tokens; 0 disables it.
 
     Raises:
         CheckpointError: the checkpoint cannot be found, downloaded or loaded.
@@ -181,7 +192,13 @@ def load(
     if not generation.eos_token_ids and tokenizer.eos_token_id is not None:
         generation = generation.updated(eos_token_ids=(tokenizer.eos_token_id,))
     log.info("model %s on %s (%s, attention %s)", folder, torch_device, dtype, implementation)
-    return VideoLM(network, processor, tokenizer, generation, folder, video_reader)
+    disk = VisualDiskCache(Path(cache_dir)) if cache_dir is not None else None
+    visual_cache = VisualCache(disk=disk, namespace=folder.name)
+    prefixes = PrefixCache(max_bytes=prefix_cache_bytes) if prefix_cache_bytes > 0 else None
+    return VideoLM(
+        network, processor, tokenizer, generation, folder, video_reader,
+        visual_cache=visual_cache, prefix_cache=prefixes,
+    )
 
 
 def builtin_checkpoint() -> Path:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 AttnImplementation = Literal["auto", "sdpa", "flash"]
 
@@ -125,6 +126,14 @@ def causal_attention(
         return o.transpose(1, 2)
     if key_padding_mask is None and lq == lk:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if key_padding_mask is None and lq == 1:
+        # One query at the end of the keys sees all of them: no mask, the fast decode kernel.
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    if key_padding_mask is None and q.device.type == "cpu":
+        return prefix_causal_attention(q, k, v)
+    if key_padding_mask is None:
+        # Bottom-right causal bias: fused kernels on CUDA without an [Lq, Lk] mask in memory.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(lq, lk), enable_gqa=gqa)
     mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
     mask = mask[None, None]
     if key_padding_mask is not None:
@@ -135,3 +144,33 @@ def causal_attention(
         own[rows, rows + (lk - lq)] = True
         mask = mask | own[None, None]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
+def prefix_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Chunk-after-cache causal attention without any mask: prefix part + causal square, merged.
+
+    The ``Lq`` queries see all ``Lk - Lq`` cached keys (no mask; the query heads of one kv head
+    are stacked as extra rows, so keys are never repeated) and the last ``Lq`` keys causally
+    (``is_causal``, top-left == bottom-right on a square). The two softmaxes are merged with
+    their log-sum-exps, so memory is O(Lq + Lk) per head instead of an [Lq, Lk] mask.
+
+    Args:
+        q: [B, H, Lq, Dh]; k, v: [B, K, Lk, Dh] with Lk > Lq.
+    Returns:
+        [B, H, Lq, Dh].
+    """
+    b, heads, lq, dh = q.shape
+    kv_heads, past = k.shape[1], k.shape[2] - lq
+    group = heads // kv_heads
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    # [B, H, Lq, Dh] -> [B, K, group*Lq, Dh]: query heads sharing a kv head become rows.
+    q_rows = q.reshape(b, kv_heads, group * lq, dh)
+    out_prefix, lse_prefix = flash(q_rows, k[:, :, :past], v[:, :, :past])[:2]
+    out_prefix = out_prefix.reshape(b, heads, lq, dh)
+    lse_prefix = lse_prefix.reshape(b, heads, lq)
+    k_new, v_new = (t[:, :, past:].repeat_interleave(group, dim=1) for t in (k, v))  # [B, H, Lq, Dh]
+    out_new, lse_new = flash(q, k_new, v_new, is_causal=True)[:2]
+    lse = torch.logaddexp(lse_prefix, lse_new)
+    w_prefix = (lse_prefix - lse).exp()[..., None]
+    w_new = (lse_new - lse).exp()[..., None]
+    return (out_prefix.float() * w_prefix + out_new.float() * w_new).to(q.dtype)

@@ -23,7 +23,9 @@ import torch
 from .decoder import DeepStack
 from .kv_cache import KVCache
 from .model import Qwen3VL, padding_mask
-from .visual_cache import VisualCache
+from .prefix_cache import PrefixCache
+from .vision import VisualFeatures
+from .visual_cache import VisualCache, features_key
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,51 @@ def _chunk_deepstack(deepstack: DeepStack | None, start: int, end: int) -> DeepS
     return DeepStack(mask=sub, features=[f[rows] for f in deepstack.features])
 
 
+def _encode_visuals(
+    model: Qwen3VL,
+    batch: dict[str, torch.Tensor],
+    visual_cache: VisualCache | None,
+    chunk_pairs: int | None,
+) -> tuple[VisualFeatures | None, VisualFeatures | None]:
+    """Image and video features of a prompt (None where it has none), through the cache."""
+
+    def encode(pixels: torch.Tensor, grid: torch.Tensor) -> VisualFeatures:
+        if chunk_pairs is None:
+            return model.encode_visual(pixels, grid)
+        return model.encode_visual(pixels, grid, chunk_pairs=chunk_pairs)
+
+    out: list[VisualFeatures | None] = []
+    for pixels_name, grid_name in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        pixels = batch.get(pixels_name)
+        if pixels is None:
+            out.append(None)
+        elif visual_cache is None:
+            out.append(encode(pixels, batch[grid_name]))
+        else:
+            out.append(visual_cache.get_or_compute(pixels, batch[grid_name], encode))
+    return out[0], out[1]
+
+
+def _prompt_embeds(
+    model: Qwen3VL,
+    batch: dict[str, torch.Tensor],
+    skip: int,
+    visual_cache: VisualCache | None,
+    chunk_pairs: int | None,
+) -> tuple[torch.Tensor, DeepStack | None]:
+    """Embeddings [B, L - skip, D] and DeepStack plan of the prompt after its first ``skip`` tokens.
+
+    When those tokens hold no visual placeholder (a follow-up question after a kept video
+    prefix), the vision tower does not run at all.
+    """
+    input_ids, types = batch["input_ids"], batch.get("mm_token_type_ids")
+    if skip and (types is None or not bool(types[:, skip:].any())):
+        return model.embed(input_ids[:, skip:])
+    images, videos = _encode_visuals(model, batch, visual_cache, chunk_pairs)
+    embeds, deepstack = model.embed(input_ids, mm_token_type_ids=types, images=images, videos=videos)
+    return embeds[:, skip:], _chunk_deepstack(deepstack, skip, input_ids.shape[1])
+
+
 @torch.inference_mode()
 def prefill(
     model: Qwen3VL,
@@ -131,42 +178,34 @@ def prefill(
     *,
     chunk_size: int | None = None,
     visual_cache: VisualCache | None = None,
+    vision_chunk_pairs: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the prompt into ``cache``; return the last position's logits [B, V] and rope deltas [B, 1].
+
+    ``cache`` may already hold the prompt's first ``cache.length`` tokens (a kept prefix of an
+    earlier prompt); only the rest is run.
 
     Args:
         batch: the processor's output (input_ids, attention_mask, mm_token_type_ids, pixels, grids).
         chunk_size: tokens per decoder pass; None runs the prompt in one pass.
         visual_cache: reuse vision-tower outputs for pixels seen before.
+        vision_chunk_pairs: frame pairs per vision-tower pass; None takes the model's default.
     """
     input_ids = batch["input_ids"]
     attention_mask = batch.get("attention_mask")
-
-    def encode(pixels: torch.Tensor, grid: torch.Tensor):
-        if visual_cache is None:
-            return model.encode_visual(pixels, grid)
-        return visual_cache.get_or_compute(pixels, grid, model.encode_visual)
-
-    images = videos = None
-    if batch.get("pixel_values") is not None:
-        images = encode(batch["pixel_values"], batch["image_grid_thw"])
-    if batch.get("pixel_values_videos") is not None:
-        videos = encode(batch["pixel_values_videos"], batch["video_grid_thw"])
-    embeds, deepstack = model.embed(
-        input_ids, mm_token_type_ids=batch.get("mm_token_type_ids"), images=images, videos=videos
-    )
+    skip, length = cache.length, input_ids.shape[1]
+    assert skip < length, "the cache must leave at least one prompt token to run"
+    embeds, deepstack = _prompt_embeds(model, batch, skip, visual_cache, vision_chunk_pairs)
     position_ids, rope_deltas = model.positions(
         input_ids, attention_mask, batch.get("mm_token_type_ids"), batch.get("image_grid_thw"),
         batch.get("video_grid_thw"), position_ids=None, rope_deltas=None, cache=None,
     )
-    position_ids = position_ids.to(model.device)
-    start_len = cache.length
-    length = input_ids.shape[1]
+    position_ids = position_ids[:, :, skip:].to(model.device)
     step = chunk_size or length
     hidden = None
-    for start in range(0, length, step):
-        end = min(start + step, length)
-        keys_mask = None if attention_mask is None else attention_mask[:, : start_len + end]
+    for start in range(0, length - skip, step):
+        end = min(start + step, length - skip)
+        keys_mask = None if attention_mask is None else attention_mask[:, : skip + end]
         hidden = model.model.language_model(
             embeds[:, start:end], position_ids[:, :, start:end], cache=cache,
             key_padding_mask=padding_mask(keys_mask, model.device),
@@ -174,6 +213,40 @@ def prefill(
         )
     assert hidden is not None, "empty prompt"
     return model.lm_head(hidden[:, -1]), rope_deltas
+
+
+def visual_content_key(batch: dict[str, torch.Tensor]) -> str:
+    """A hash of a prompt's image and video patches and grids ("" for a text-only prompt)."""
+    parts = [
+        features_key(batch[pixels], batch[grid])
+        for pixels, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw"))
+        if batch.get(pixels) is not None
+    ]
+    return "+".join(parts)
+
+
+def _start_cache(
+    model: Qwen3VL,
+    batch: dict[str, torch.Tensor],
+    max_new_tokens: int,
+    prefix_cache: PrefixCache | None,
+) -> tuple[KVCache, str | None]:
+    """A cache for the prompt: a kept prefix's copy when one matches, else an empty one."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    bsz, length = input_ids.shape
+    extra = max(max_new_tokens, 1)
+    usable = prefix_cache is not None and bsz == 1 and bool(attention_mask.all())
+    key = visual_content_key(batch) if usable else None
+    if key is not None and prefix_cache is not None:
+        hit = prefix_cache.lookup(key, input_ids[0], extra_capacity=extra)
+        if hit is not None:
+            return hit, key
+    text = model.config.text
+    cache = KVCache(
+        num_layers=text.num_hidden_layers, batch_size=bsz, num_kv_heads=text.num_key_value_heads,
+        head_dim=text.head_dim, capacity=length + extra, dtype=model.dtype, device=model.device,
+    )
+    return cache, key
 
 
 @torch.inference_mode()
@@ -184,24 +257,29 @@ def generate_ids(
     *,
     prefill_chunk_size: int | None = 4096,
     visual_cache: VisualCache | None = None,
+    prefix_cache: PrefixCache | None = None,
+    vision_chunk_pairs: int | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token ids [B] at each step until every row hit a stop token or the limit."""
+    """Yield the next token ids [B] at each step until every row hit a stop token or the limit.
+
+    With ``prefix_cache``, a single unpadded prompt starts from the longest kept prefix of an
+    earlier prompt with the same pixels and is kept in turn for later ones.
+    """
     input_ids = batch["input_ids"].to(model.device)
-    bsz, length = input_ids.shape
+    bsz = input_ids.shape[0]
     attention_mask = batch.get("attention_mask")
     attention_mask = (
         torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(model.device)
     )
-    text = model.config.text
-    cache = KVCache(
-        num_layers=text.num_hidden_layers, batch_size=bsz, num_kv_heads=text.num_key_value_heads,
-        head_dim=text.head_dim, capacity=length + max(config.max_new_tokens, 1),
-        dtype=model.dtype, device=model.device,
-    )
+    batch = {**batch, "input_ids": input_ids, "attention_mask": attention_mask}
+    cache, prefix_key = _start_cache(model, batch, config.max_new_tokens, prefix_cache)
     logits, rope_deltas = prefill(
-        model, {**batch, "input_ids": input_ids, "attention_mask": attention_mask}, cache,
-        chunk_size=prefill_chunk_size, visual_cache=visual_cache,
+        model, batch, cache, chunk_size=prefill_chunk_size, visual_cache=visual_cache,
+        vision_chunk_pairs=vision_chunk_pairs,
     )
+    if prefix_cache is not None and prefix_key is not None:
+        # Decoding writes only after the prompt, so the entry's first L tokens stay valid.
+        prefix_cache.store(prefix_key, input_ids[0], cache)
     generator = None
     if config.do_sample and config.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(config.seed)
@@ -211,14 +289,14 @@ def generate_ids(
     first_real = input_ids.gather(1, attention_mask.argmax(1, keepdim=True))
     seen = torch.where(attention_mask.bool(), input_ids, first_real)
     generated = input_ids.new_empty(bsz, 0)
-    for _ in range(config.max_new_tokens):
+    for step in range(config.max_new_tokens):
         processed = apply_penalties(logits.float(), seen, generated, config)
         token = next_tokens(processed, config, generator)
         token = token.masked_fill(finished, config.pad_token_id)
         yield token
         finished |= torch.isin(token, eos)
-        if bool(finished.all()):
-            return
+        if bool(finished.all()) or step == config.max_new_tokens - 1:
+            return  # no forward pass for a token nobody will read
         generated = torch.cat([generated, token[:, None]], dim=1)
         seen = torch.cat([seen, token[:, None]], dim=1)
         attention_mask = torch.cat([attention_mask, torch.ones_like(token[:, None])], dim=1)

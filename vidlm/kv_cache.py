@@ -75,19 +75,22 @@ class KVCache:
             raise ValueError(f"length={length}: expected 0..{self.length}")
         self.length = length
 
-    def clone(self, *, extra_capacity: int = 0) -> KVCache:
-        """An independent copy of the kept tokens, with room for ``extra_capacity`` more."""
-        copy = KVCache.__new__(KVCache)
-        capacity = max(self.length + extra_capacity, 1)
-        copy.keys = [self._copy(t, capacity) for t in self.keys]
-        copy.values = [self._copy(t, capacity) for t in self.values]
-        copy.length = self.length
-        return copy
+    def clone(self, *, extra_capacity: int = 0, length: int | None = None) -> KVCache:
+        """An independent copy of the first ``length`` (default: all kept) tokens, with room
+        for ``extra_capacity`` more.
 
-    def _copy(self, t: torch.Tensor, capacity: int) -> torch.Tensor:
-        out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
-        out[:, :, : self.length] = t[:, :, : self.length]
-        return out
+        Raises:
+            ValueError: ``length`` is beyond the written tokens.
+        """
+        length = self.length if length is None else length
+        if not 0 <= length <= self.length:
+            raise ValueError(f"length={length}: expected 0..{self.length}")
+        copy = KVCache.__new__(KVCache)
+        capacity = max(length + extra_capacity, 1)
+        copy.keys = [_copy_prefix(t, length, capacity) for t in self.keys]
+        copy.values = [_copy_prefix(t, length, capacity) for t in self.values]
+        copy.length = length
+        return copy
 
     def __repr__(self) -> str:
         k = self.keys[0]
@@ -95,3 +98,10 @@ class KVCache:
             f"KVCache(layers={len(self.keys)}, batch={k.shape[0]}, kv_heads={k.shape[1]}, "
             f"length={self.length}, capacity={k.shape[2]}, dtype={k.dtype})"
         )
+
+
+def _copy_prefix(t: torch.Tensor, length: int, capacity: int) -> torch.Tensor:
+    """[B, K, capacity, Dh] holding the first ``length`` tokens of ``t``."""
+    out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
+    out[:, :, :length] = t[:, :, :length]
+    return out

@@ -22,6 +22,9 @@ from .kv_cache import KVCache
 from .positions import IMAGE, VIDEO, continuation_positions, rope_index
 from .vision import VisionModel, VisualFeatures
 
+# Frame pairs per vision-tower pass: bounds its activations on hour-long videos.
+VISION_CHUNK_PAIRS = 32
+
 
 @dataclass
 class ModelOutput:
@@ -66,9 +69,15 @@ class Qwen3VL(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
 
-    def encode_visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> VisualFeatures:
-        """Vision tower on processor patches [N, P] -> merged tokens and DeepStack features."""
-        return self.model.visual(pixels.to(self.device), grid_thw)
+    def encode_visual(
+        self, pixels: torch.Tensor, grid_thw: torch.Tensor, *, chunk_pairs: int | None = VISION_CHUNK_PAIRS
+    ) -> VisualFeatures:
+        """Vision tower on processor patches [N, P] -> merged tokens and DeepStack features.
+
+        ``chunk_pairs`` bounds the tower's activations to that many frame pairs per pass (the
+        result is the same: attention never crosses a frame pair); None runs all at once.
+        """
+        return self.model.visual(pixels.to(self.device), grid_thw, chunk_pairs=chunk_pairs)
 
     def embed(
         self,
@@ -100,6 +109,11 @@ class Qwen3VL(nn.Module):
                 )
             embeds = embeds.masked_scatter(mask[..., None], feats.tokens.to(embeds.dtype))
             visual_mask |= mask
+        present = [feats for feats in (images, videos) if feats is not None]
+        if len(present) == 1:
+            # One kind only: its features are already in sequence order; no [M, D] copies.
+            features = [f.to(embeds.dtype) for f in present[0].deepstack]
+            return embeds, DeepStack(mask=visual_mask, features=features)
         joint = [embeds.new_zeros(int(visual_mask.sum()), embeds.shape[-1]) for _ in range(levels)]
         for kind, feats in ((IMAGE, images), (VIDEO, videos)):
             if feats is None:

@@ -13,6 +13,7 @@ Shapes: N patches, C vision width, M merged tokens (N/4), D text hidden, P = 3*t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -173,8 +174,31 @@ class VisionModel(nn.Module):
         taps, weights = taps.to(table.device), weights.to(table.device)
         return (table[taps] * weights[..., None]).sum(1)
 
-    def forward(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> VisualFeatures:
-        """pixels [N, P] in the processor's layout, grid_thw [n_items, 3] -> merged features."""
+    def forward(
+        self, pixels: torch.Tensor, grid_thw: torch.Tensor, *, chunk_pairs: int | None = None
+    ) -> VisualFeatures:
+        """pixels [N, P] in the processor's layout, grid_thw [n_items, 3] -> merged features.
+
+        Args:
+            chunk_pairs: run at most this many images / frame pairs per pass (exact, since
+                attention never crosses them), so activation memory is bounded by the chunk.
+        """
+        if chunk_pairs is None:
+            return self._encode(pixels, grid_thw)
+        parts = list(self.stream(pixels, grid_thw, chunk_pairs=chunk_pairs))
+        return VisualFeatures(
+            tokens=torch.cat([p.tokens for p in parts]),
+            deepstack=[torch.cat(level) for level in zip(*(p.deepstack for p in parts), strict=True)],
+        )
+
+    def stream(
+        self, pixels: torch.Tensor, grid_thw: torch.Tensor, *, chunk_pairs: int
+    ) -> Iterator[VisualFeatures]:
+        """The features of ``forward``, yielded in order for ``chunk_pairs`` frame pairs at a time."""
+        for start, end, grid in frame_pair_chunks(grid_thw.cpu(), chunk_pairs):
+            yield self._encode(pixels[start:end], grid)
+
+    def _encode(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> VisualFeatures:
         cfg = self.config
         grid_cpu = grid_thw.cpu()
         x = self.patch_embed(pixels)
@@ -189,3 +213,29 @@ class VisionModel(nn.Module):
                 merger = self.deepstack_merger_list[cfg.deepstack_visual_indexes.index(i)]
                 deepstack.append(merger(x))
         return VisualFeatures(tokens=self.merger(x), deepstack=deepstack)
+
+
+def frame_pair_chunks(grid_thw: torch.Tensor, chunk_pairs: int) -> list[tuple[int, int, torch.Tensor]]:
+    """Split grids [n, 3] into runs of at most ``chunk_pairs`` images / frame pairs.
+
+    Returns (first patch, end patch, sub-grid [m, 3]) per chunk; a video's temporal extent is
+    split between chunks, since every frame pair is its own attention block.
+
+    Raises:
+        ValueError: ``chunk_pairs`` is not positive.
+    """
+    if chunk_pairs <= 0:
+        raise ValueError(f"chunk_pairs={chunk_pairs}: expected a positive number of frame pairs")
+    pairs = [(h, w) for t, h, w in grid_thw.tolist() for _ in range(t)]
+    chunks, start = [], 0
+    for first in range(0, len(pairs), chunk_pairs):
+        rows: list[list[int]] = []
+        for h, w in pairs[first : first + chunk_pairs]:
+            if rows and rows[-1][1:] == [h, w]:
+                rows[-1][0] += 1
+            else:
+                rows.append([1, h, w])
+        end = start + sum(t * h * w for t, h, w in rows)
+        chunks.append((start, end, torch.tensor(rows, dtype=grid_thw.dtype)))
+        start = end
+    return chunks

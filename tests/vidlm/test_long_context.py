@@ -1,0 +1,87 @@
+"""Long prompts in bounded memory: chunked vision tower and chunked prefill equal one pass.
+
+A tiny random model (our own ``tiny`` preset, no reference needed) runs the same prompt
+chunked and unchunked; the mask-free chunk attention equals the masked one; the 64K-token
+check is marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidlm.attention import causal_attention, prefix_causal_attention
+from vidlm.generate import prefill
+from vidlm.kv_cache import KVCache
+from vidlm.model import Qwen3VL
+from vidlm.presets import preset
+from vidlm.vision import frame_pair_chunks
+
+
+@pytest.fixture(scope="module")
+def model() -> Qwen3VL:
+    torch.manual_seed(0)
+    return Qwen3VL(preset("tiny")).eval()
+
+
+def empty_cache(model: Qwen3VL, length: int) -> KVCache:
+    text = model.config.text
+    return KVCache(num_layers=text.num_hidden_layers, batch_size=1, num_kv_heads=text.num_key_value_heads,
+                   head_dim=text.head_dim, capacity=length, dtype=torch.float32, device="cpu")
+
+
+def last_logits(model: Qwen3VL, input_ids: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    logits, _ = prefill(model, batch, empty_cache(model, input_ids.shape[1]), chunk_size=chunk_size)
+    return logits
+
+
+def test_frame_pair_chunks_split_videos_between_chunks():
+    chunks = frame_pair_chunks(torch.tensor([[1, 4, 6], [5, 4, 4], [1, 4, 4]]), 3)
+    assert [c[2].tolist() for c in chunks] == [[[1, 4, 6], [2, 4, 4]], [[3, 4, 4]], [[1, 4, 4]]]
+    assert [(c[0], c[1]) for c in chunks] == [(0, 56), (56, 104), (104, 120)]
+    with pytest.raises(ValueError, match="chunk_pairs=0"):
+        frame_pair_chunks(torch.tensor([[1, 4, 4]]), 0)
+
+
+@torch.no_grad()
+def test_chunked_vision_tower_equals_one_pass(model):
+    grid = torch.tensor([[1, 4, 6], [7, 4, 4], [1, 6, 4]])
+    pixels = torch.randn(int(grid.prod(-1).sum()), 1536, generator=torch.Generator().manual_seed(1))
+    whole = model.model.visual(pixels, grid)
+    for chunk_pairs in (1, 2, 5):
+        parts = model.model.visual(pixels, grid, chunk_pairs=chunk_pairs)
+        torch.testing.assert_close(parts.tokens, whole.tokens, atol=1e-5, rtol=1e-5)
+        for a, b in zip(parts.deepstack, whole.deepstack, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "lq", "lk"), [(4, 2, 7, 40), (4, 1, 16, 17), (4, 4, 3, 300)])
+def test_mask_free_chunk_attention_equals_masked(heads, kv_heads, lq, lk):
+    g = torch.Generator().manual_seed(lk)
+    q = torch.randn(2, heads, lq, 16, generator=g)
+    k, v = (torch.randn(2, kv_heads, lk, 16, generator=g) for _ in range(2))
+    mask = torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(prefix_causal_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(causal_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    one = causal_attention(q[:, :, -1:], k, v)
+    torch.testing.assert_close(one, expected[:, :, -1:], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_chunked_prefill_at_8k_tokens_equals_one_pass(model):
+    ids = torch.randint(0, 256, (1, 8192), generator=torch.Generator().manual_seed(2))
+    whole = last_logits(model, ids, None)
+    chunked = last_logits(model, ids, 1000)
+    assert (chunked - whole).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_chunked_prefill_at_64k_tokens_equals_one_pass(model):
+    ids = torch.randint(0, 256, (1, 65536), generator=torch.Generator().manual_seed(3))
+    whole = last_logits(model, ids, None)
+    chunked = last_logits(model, ids, 4096)
+    assert (chunked - whole).abs().max().item() <= 1e-4
