@@ -168,8 +168,26 @@ def _typed(rows: list[dict], columns: dict[str, pl.DataType]) -> pl.DataFrame:
 # ----- the fake ------------------------------------------------------------------------------
 
 
+class _VideoFiles:
+    """Thumbnail and file lookups shared by the backends (both list videos with ``videos()``)."""
+
+    def videos(self) -> pl.DataFrame:  # pragma: no cover - provided by the backend
+        raise NotImplementedError
+
+    def thumbnail(self, video_id: str) -> bytes | None:
+        path = self.video_path(video_id)
+        return jpeg_thumbnail(path) if path is not None else None
+
+    def video_path(self, video_id: str) -> Path | None:
+        rows = self.videos().filter(pl.col("video_id") == video_id)
+        if rows.is_empty():
+            return None
+        path = Path(str(rows["path"][0]))
+        return path if path.is_file() else None
+
+
 @dataclass
-class FakeBackend:
+class FakeBackend(_VideoFiles):
     """A backend with fixed answers, for tests and for looking at the UI without a model.
 
     Args:
@@ -270,22 +288,11 @@ class FakeBackend:
         lines = "".join(f'{{"vid": "{stem}", "query": "{c}"}}\n' for _, _, c in cues)
         return ExportFile(f"{stem}.jsonl", lines.encode(), "application/jsonl")
 
-    def thumbnail(self, video_id: str) -> bytes | None:
-        path = self.video_path(video_id)
-        return jpeg_thumbnail(path) if path is not None else None
-
-    def video_path(self, video_id: str) -> Path | None:
-        rows = self.videos().filter(pl.col("video_id") == video_id)
-        if rows.is_empty():
-            return None
-        path = Path(str(rows["path"][0]))
-        return path if path.is_file() else None
-
 
 # ----- the real pipeline ---------------------------------------------------------------------
 
 
-class PipelineBackend:
+class PipelineBackend(_VideoFiles):
     """``AppBackend`` over ``app.pipeline.Pipeline`` (one per server, shared by all sessions).
 
     Model calls are serialised by a lock: one model, many browser tabs.
@@ -378,17 +385,6 @@ class PipelineBackend:
                 return ExportFile(written[0].name if video_id else target.name,
                                   written[0].read_bytes(), _MIMES[format])
             return ExportFile(f"{stem}-{format}.zip", _zip(written), "application/zip")
-
-    def thumbnail(self, video_id: str) -> bytes | None:
-        path = self.video_path(video_id)
-        return jpeg_thumbnail(path) if path is not None else None
-
-    def video_path(self, video_id: str) -> Path | None:
-        rows = self.videos().filter(pl.col("video_id") == video_id)
-        if rows.is_empty():
-            return None
-        path = Path(str(rows["path"][0]))
-        return path if path.is_file() else None
 
 
 _MIMES: dict[str, str] = {"jsonl": "application/jsonl", "srt": "application/x-subrip",
