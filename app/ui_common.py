@@ -108,3 +108,13 @@ def guarded(page: Callable[[], None]) -> Callable[[], None]:
 def ok_videos(videos: pl.DataFrame) -> pl.DataFrame:
     """The videos that can be watched and asked about (status ok or partial)."""
     return videos.filter(pl.col("status").is_in(["ok", "partial"]))
+
+
+def ingested_videos(backend: AppBackend) -> pl.DataFrame | None:
+    """The usable videos, or None after telling the person that nothing is ingested yet."""
+    videos = ok_videos(videos_table(backend, cache_key(backend)))
+    if videos.is_empty():
+        st.info("Nothing is ingested yet: ingest a folder on the Library page first.",
+                icon=":material/video_library:")
+        return None
+    return videos

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui_backend import EXPORT_FORMATS, AppBackend, ExportFile, ExportFormat
-from app.ui_common import cache_key, get_backend, ok_videos, video_name, videos_table
+from app.ui_common import cache_key, get_backend, ingested_videos, video_name
 
 ALL = "__all__"
 FORMAT_HELP = {
@@ -26,10 +26,8 @@ def export_page() -> None:
     """Pick a format and a video (or all), then download."""
     backend = get_backend()
     st.title("Export")
-    videos = ok_videos(videos_table(backend, cache_key(backend)))
-    if videos.is_empty():
-        st.info("Nothing is ingested yet: ingest a folder on the Library page first.",
-                icon=":material/video_library:")
+    videos = ingested_videos(backend)
+    if videos is None:
         return
     names = {ALL: "All videos"} | {
         v: video_name(p, v) for v, p in zip(videos["video_id"], videos["path"], strict=True)

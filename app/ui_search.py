@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app.ui_backend import AppBackend
-from app.ui_common import cache_key, fmt_span, get_backend, video_name, videos_table
+from app.ui_common import fmt_span, get_backend, ingested_videos, video_name
 from app.ui_media import video_source
 
 WATCH_PAGE = "watch"
@@ -18,9 +18,7 @@ def search_page() -> None:
     """Query form, then ranked results (session state ``search_query``/``search_hits``)."""
     backend = get_backend()
     st.title("Search")
-    if videos_table(backend, cache_key(backend)).is_empty():
-        st.info("Nothing is ingested yet: ingest a folder on the Library page first.",
-                icon=":material/video_library:")
+    if ingested_videos(backend) is None:
         return
     with st.form("search", border=False):
         cols = st.columns([5, 1, 1], vertical_alignment="bottom")

@@ -19,9 +19,8 @@ from app.ui_common import (
     captions_table,
     fmt_span,
     get_backend,
-    ok_videos,
+    ingested_videos,
     video_name,
-    videos_table,
 )
 from app.ui_media import video_source
 
@@ -67,10 +66,8 @@ def watch_page() -> None:
     """Pick a video, watch it, ask about it; every time in an answer seeks the player."""
     backend = get_backend()
     st.title("Watch & ask")
-    videos = ok_videos(videos_table(backend, cache_key(backend)))
-    if videos.is_empty():
-        st.info("Nothing is ingested yet: ingest a folder on the Library page first.",
-                icon=":material/video_library:")
+    videos = ingested_videos(backend)
+    if videos is None:
         return
     video_id = pick_video(videos)
     row = videos.filter(pl.col("video_id") == video_id).row(0, named=True)
