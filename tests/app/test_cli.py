@@ -107,22 +107,12 @@ def test_reingest_skips_unchanged_and_notices_touched_changed_and_deleted(
 ):
     folder = make_folder(tmp_path / "videos", good_videos, broken=False)
     library = str(tmp_path / "library")
-    first = run(
-        "ingest", str(folder), "--library", library, "--model", str(tiny_model), "--json", *TOKENS
-    )
+    def ingest_json():
+        return run("ingest", str(folder), "--library", library, "--model", str(tiny_model), "--json", *TOKENS)
+
+    first = ingest_json()
     assert first.exit_code == 0, first.stderr
-    again = json.loads(
-        run(
-            "ingest",
-            str(folder),
-            "--library",
-            library,
-            "--model",
-            str(tiny_model),
-            "--json",
-            *TOKENS,
-        ).stdout
-    )
+    again = json.loads(ingest_json().stdout)
     assert again["counts"]["skipped"] == GOOD_COUNT and again["counts"]["ingested"] == 0
 
     names = sorted(p.name for p in folder.glob("*.mp4"))
@@ -130,18 +120,7 @@ def test_reingest_skips_unchanged_and_notices_touched_changed_and_deleted(
     (folder / names[1]).unlink()
     replacement = write_videos(tmp_path / "other", videos=1, seed=99)[0]
     os.replace(replacement, folder / names[2])
-    third = json.loads(
-        run(
-            "ingest",
-            str(folder),
-            "--library",
-            library,
-            "--model",
-            str(tiny_model),
-            "--json",
-            *TOKENS,
-        ).stdout
-    )
+    third = json.loads(ingest_json().stdout)
     actions = {Path(f["path"]).name: f["action"] for f in third["files"]}
     assert actions == {names[0]: "touched", names[1]: "removed", names[2]: "ingested"}
     status = json.loads(run("status", "--library", library, "--json").stdout)
