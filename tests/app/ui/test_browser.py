@@ -151,8 +151,10 @@ def test_ask_click_a_time_chip_and_search_fake_backend(tmp_path, video_dir):
         ask(page, "When does the red circle enter?")
         chip = page.get_by_role("button", name="0:12.0–0:15.5")
         chip.wait_for()
+        wait_idle(page)
         chip.click()
         wait_player_at(page, 12.0)
+        wait_idle(page)  # the rerun moves the chips into the history; stale copies linger until it ends
         page.get_by_role("button", name="0:17.0").click()
         wait_player_at(page, 17.0)
         page.screenshot(path=shots / "watch.png", full_page=True)
