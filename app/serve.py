@@ -8,6 +8,7 @@ videos (once), ingests it with the pipeline into a demo library, then serves tha
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -83,10 +84,11 @@ def write_demo_videos(folder: Path, *, videos: int = DEMO_VIDEOS, seed: int = DE
     events = folder / "events.jsonl"
     if events.is_file() and any(folder.glob("*.mp4")):
         return folder
-    from recipe.scene import WorldParams
+    from recipe.data import SampleSpec
     from recipe.synth import write_dataset
 
-    params = WorldParams(size_px=256, min_seconds=8.0, max_seconds=30.0, max_objects=3)
+    # The built-in model's world (slow actions), shorter and less crowded, at a watchable size.
+    params = dataclasses.replace(SampleSpec().world, size_px=256, max_seconds=30.0, max_objects=3)
     write_dataset(folder, videos=videos, seed=seed, params=params, progress=progress)
     return folder
 

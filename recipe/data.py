@@ -9,13 +9,14 @@ the answer tokens (and the closing ``<|im_end|>``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from recipe.tasks import Task, TaskKind, make_tasks
+from recipe.tasks import Task, TaskKind, make_tasks, qa_tasks_at, stable_tenths
 from recipe.world import Scene, WorldParams, make_scene, render_frames
 
 IGNORE = -100
@@ -23,30 +24,49 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """How training samples are drawn."""
+    """How training samples are drawn.
+
+    ``questions`` tasks are asked about each rendered video; training shares the video's prefix
+    between them (one encoder and prefix pass, one branch per question), so more questions per
+    video cost little. ``kinds`` weights the task kinds by repetition. ``stills`` replaces the
+    video by one moment (a frame pair showing one time) asked about in every QA form: a cheap
+    first stage in which answers depend on nothing but the pixels, so the model learns to look.
+    """
 
     frame_px: int = 96
     fps: float = 2.0
     max_frames: int = 128
-    world: WorldParams = WorldParams(min_seconds=8.0, max_seconds=60.0)
+    world: WorldParams = WorldParams(min_seconds=8.0, max_seconds=60.0, action_scale=3.0)
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "caption", "count", "order")
+    questions: int = 1
+    stills: bool = False
+
+    def __post_init__(self) -> None:
+        if self.questions < 1:
+            raise ValueError(f"questions={self.questions}: expected >= 1")
 
 
 @dataclass(frozen=True)
 class Sample:
     seed: int
     scene: Scene
-    task: Task
+    tasks: tuple[Task, ...]
     frames: np.ndarray  # uint8 [T, H, W, 3]
     seconds: np.ndarray  # float64 [T]
 
-    def messages(self) -> list[dict]:
+    @property
+    def task(self) -> Task:
+        return self.tasks[0]
+
+    def messages(self, task: Task | None = None) -> list[dict]:
+        """The user turn asking ``task`` (default the first) about the video."""
+        task = self.task if task is None else task
         return [
             {
                 "role": "user",
                 "content": [
                     {"type": "video", "video": self.frames, "timestamps": self.seconds},
-                    {"type": "text", "text": self.task.question},
+                    {"type": "text", "text": task.question},
                 ],
             }
         ]
@@ -63,23 +83,41 @@ def planned_seconds(frame_seconds: np.ndarray, *, fps: float, max_frames: int) -
 
 
 def make_sample(seed: int, spec: SampleSpec) -> Sample:
-    """One training sample, fully determined by ``seed``."""
+    """One training sample (a video and ``spec.questions`` tasks), fully determined by ``seed``."""
     rng = np.random.default_rng(seed)
     scene = make_scene(seed, spec.world)
-    kind = spec.kinds[int(rng.integers(len(spec.kinds)))]
-    tasks = make_tasks(scene, seed=seed, per_kind=2, kinds=(kind,)) or make_tasks(
-        scene, seed=seed, per_kind=2, kinds=("caption",)
-    )
-    task = tasks[int(rng.integers(len(tasks)))]
+    if spec.stills:
+        return _still_sample(seed, scene, rng, spec)
+    drawn = Counter(spec.kinds[int(i)] for i in rng.integers(len(spec.kinds), size=spec.questions))
+    tasks: list[Task] = []
+    for kind in sorted(drawn):
+        tasks += make_tasks(scene, seed=seed, per_kind=drawn[kind], kinds=(kind,))[: drawn[kind]]
+    if not tasks:
+        tasks = make_tasks(scene, seed=seed, per_kind=1, kinds=("caption",))
+    order = rng.permutation(len(tasks))
     seconds = planned_seconds(scene.frame_seconds, fps=spec.fps, max_frames=spec.max_frames)
     frames = render_frames(scene, seconds, size_px=spec.frame_px)
-    return Sample(seed, scene, task, frames, seconds)
+    return Sample(seed, scene, tuple(tasks[i] for i in order), frames, seconds)
 
 
-def encode(processor, sample: Sample) -> dict[str, torch.Tensor]:
-    """Model inputs for the prompt + answer, with ``labels`` (-100 outside the answer)."""
-    batch = processor(sample.messages())
-    answer = processor.tokenizer.encode(sample.task.answer + "<|im_end|>")
+def _still_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: SampleSpec) -> Sample:
+    """One moment of ``scene`` as a frame pair, with every QA question about that moment."""
+    calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
+    times = calm if calm.size else np.arange(scene.duration_tenths)
+    tenths = int(times[int(rng.integers(times.size))])
+    tasks = qa_tasks_at(scene, rng, tenths)
+    order = rng.permutation(len(tasks))
+    seconds = np.full(2, tenths / 10)
+    frames = render_frames(scene, seconds, size_px=spec.frame_px)
+    return Sample(seed, scene, tuple(tasks[i] for i in order), frames, seconds)
+
+
+def encode(processor, sample: Sample, task: Task | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs for the prompt + answer of ``task`` (default the first), with ``labels``
+    (-100 outside the answer)."""
+    task = sample.task if task is None else task
+    batch = processor(sample.messages(task))
+    answer = processor.tokenizer.encode(task.answer + "<|im_end|>")
     prompt_len = batch["input_ids"].shape[1]
     answer_ids = torch.tensor([answer], dtype=torch.long)
     batch["input_ids"] = torch.cat([batch["input_ids"], answer_ids], dim=1)
@@ -91,6 +129,59 @@ def encode(processor, sample: Sample) -> dict[str, torch.Tensor]:
     labels[:, prompt_len:] = answer_ids
     batch["labels"] = labels
     return batch
+
+
+@dataclass
+class Branches:
+    """A video prefix shared by several questions.
+
+    ``prefix`` holds the model inputs up to and including the last ``<|vision_end|>`` (batch
+    of one); row ``i`` of ``input_ids`` [N, L] continues it with question ``i``, the assistant
+    header and the answer, right-padded; ``labels`` is -100 outside the answers. Prefix + row
+    ``i`` (unpadded) is exactly ``encode(processor, sample, sample.tasks[i])["input_ids"]``.
+    """
+
+    prefix: dict[str, torch.Tensor]
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    lengths: list[int]
+
+    def to(self, device: str | torch.device) -> Branches:
+        prefix = {k: v.to(device) for k, v in self.prefix.items()}
+        return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths)
+
+    def groups(self, *, slack: float = 1.5) -> list[list[int]]:
+        """Row indices grouped by similar length (each group's longest row at most ``slack``
+        times its shortest), so that a long caption does not pad every short answer."""
+        order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and self.lengths[i] <= slack * self.lengths[groups[-1][0]]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+
+def encode_branches(processor, sample: Sample) -> Branches:
+    """The shared video prefix and one answer-labelled branch per task of ``sample``."""
+    tok = processor.tokenizer
+    batch = processor(sample.messages())
+    ids = batch["input_ids"][0]
+    cut = int((ids == tok.token_to_id("<|vision_end|>")).nonzero()[-1]) + 1
+    prefix = {k: v for k, v in batch.items() if k not in ("input_ids", "mm_token_type_ids", "attention_mask")}
+    prefix |= {k: batch[k][:, :cut] for k in ("input_ids", "mm_token_type_ids", "attention_mask")}
+    rows, labels = [], []
+    for task in sample.tasks:
+        question = tok.encode(task.question + "<|im_end|>\n<|im_start|>assistant\n")
+        answer = tok.encode(task.answer + "<|im_end|>")
+        rows.append(question + answer)
+        labels.append([IGNORE] * len(question) + answer)
+    width = max(map(len, rows))
+    pad = tok.token_to_id("<|endoftext|>")
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+    label_ids = torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long)
+    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows])
 
 
 def corpus_texts(seeds: Sequence[int], spec: SampleSpec) -> list[str]:

@@ -87,6 +87,8 @@ class WorldParams:
         vfr_probability: chance that a video is variable-frame-rate.
         max_objects: objects in a video (1..max_objects); max_present on screen at once.
         event_gap_seconds: mean pause between object actions (smaller = busier).
+        action_scale: stretches every object action and background fade (2 = twice as slow);
+            long actions suit coarse frame sampling (a 1 s frame pair cannot time a 1 s event).
     """
 
     size_px: int = 128
@@ -98,6 +100,7 @@ class WorldParams:
     max_objects: int = 5
     max_present: int = 4
     event_gap_seconds: float = 1.5
+    action_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size_px < 32 or self.size_px % 2:
@@ -120,6 +123,8 @@ class WorldParams:
             raise ValueError(f"max_present={self.max_present}: expected >= 1")
         if self.event_gap_seconds <= 0:
             raise ValueError(f"event_gap_seconds={self.event_gap_seconds}: expected > 0")
+        if not 0.25 <= self.action_scale <= 10.0:
+            raise ValueError(f"action_scale={self.action_scale}: expected in [0.25, 10]")
 
     def fps_choices(self) -> tuple[int, ...]:
         return tuple(f for f in FPS_CHOICES if self.min_fps <= f <= self.max_fps)

@@ -239,6 +239,12 @@ QA_FOCUS_KINDS: dict[str, frozenset[str]] = {
 }
 
 
+def qa_tasks_at(scene: Scene, rng: np.random.Generator, tenths: int) -> list[Task]:
+    """Every kind of timestamped question about one moment (one per focus that applies)."""
+    tasks = [_qa_at(scene, rng, tenths, focus) for focus in QA_FOCUS_KINDS]
+    return [t for t in tasks if t is not None]
+
+
 def qa_tasks(scene: Scene, rng: np.random.Generator, *, count: int) -> list[Task]:
     tasks: list[Task] = []
     focuses = list(QA_FOCUS_KINDS)

@@ -10,6 +10,7 @@ Deterministic for a seed on one device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from recipe.data import IGNORE, SampleSpec, corpus_texts, encode, make_sample
+from recipe.data import IGNORE, Branches, SampleSpec, corpus_texts, encode_branches, make_sample
+from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
 from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
 from vidlm.model import Qwen3VL
@@ -47,6 +49,7 @@ class TrainConfig:
     model_hidden: int = 256
     model_layers: int = 4
     tokenizer_scenes: int = 400
+    visual_norm_weight: float = 0.0
     sample: SampleSpec = field(default_factory=SampleSpec)
 
 
@@ -128,6 +131,67 @@ def answer_loss(model: Qwen3VL, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
+class _SharedPrefix:
+    """A differentiable stand-in for :class:`~vidlm.kv_cache.KVCache`: the first pass (the video
+    prefix, batch of one) keeps its keys/values; later passes (a batch of branches) see them
+    broadcast to their batch size, so gradients of every branch flow back into one prefix."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.length = 0
+        self.frozen = False
+
+    def reserve(self, total_tokens: int) -> None:
+        return None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.frozen:
+            self.keys[layer], self.values[layer] = k, v
+            return k, v
+        pk, pv = self.keys[layer], self.values[layer]
+        assert pk is not None and pv is not None
+        shape = (k.shape[0], -1, -1, -1)
+        return torch.cat([pk.expand(shape), k], dim=2), torch.cat([pv.expand(shape), v], dim=2)
+
+    def advance(self, new_tokens: int) -> None:
+        if not self.frozen:  # branches never extend the shared prefix
+            self.length += new_tokens
+            self.frozen = True
+
+
+def branch_loss(model: Qwen3VL, branches: Branches, *, visual_norm_weight: float = 0.0) -> torch.Tensor:
+    """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
+    video prefix (the branches attend to its keys/values exactly as a full sequence would).
+
+    ``visual_norm_weight`` adds that times the mean square of the visual tokens and DeepStack
+    features. Without it a model trained from scratch lets them grow into one huge constant
+    vector (norm ~100 against ~1 for text embeddings) that drowns what they say about the
+    frames, and it never learns to look.
+    """
+    cache = _SharedPrefix(model.config.text.num_hidden_layers)
+    seen: list[torch.Tensor] = []
+    hook = model.model.visual.register_forward_hook(
+        lambda _module, _args, out: seen.extend([out.tokens, *out.deepstack])
+    )
+    try:
+        prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
+    finally:
+        hook.remove()
+    losses = []
+    for rows in branches.groups():
+        width = max(branches.lengths[i] for i in rows)
+        ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
+        deltas = prefix.rope_deltas.expand(len(rows), 1)
+        logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
+        per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+        losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
+    loss = torch.cat(losses).mean()
+    if visual_norm_weight and seen:
+        loss = loss + visual_norm_weight * torch.stack([t.float().pow(2).mean() for t in seen]).mean()
+    return loss
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -181,9 +245,9 @@ def train(
         total = 0.0
         for micro in range(cfg.accumulation):
             sample = make_sample(cfg.seed * 1_000_003 + step * cfg.accumulation + micro, cfg.sample)
-            batch = {k: v.to(device) for k, v in encode(processor, sample).items()}
+            branches = encode_branches(processor, sample).to(device)
             with autocast:
-                loss = answer_loss(model, batch) / cfg.accumulation
+                loss = branch_loss(model, branches, visual_norm_weight=cfg.visual_norm_weight) / cfg.accumulation
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -213,17 +277,28 @@ class _null:
 def builtin_stages() -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
-    One stage today: a fresh tiny model on all task kinds (grounding weighted three to one),
-    8-40 s videos, 64 px frames, 600 steps of 8 samples. Later stages are appended here, each
-    continuing from the previous one's checkpoint.
-    """
-    from recipe.world import WorldParams
+    A fresh tiny model with 64 px frames, trained as a curriculum of three stages, each
+    continuing from the previous checkpoint:
 
+    1. stills: one moment per sample asked about in every QA form, so answers depend on nothing
+       but the pixels and the model learns to look (cheap: a frame pair per sample);
+    2. short videos (4-12 s, few frame pairs): 8 questions per video sharing its prefix,
+       grounding and QA weighted up, so it learns to find moments and read their timestamps;
+    3. the evaluation world (8-60 s, slow actions), same mix.
+
+    Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``).
+    """
+    kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
+    world = SampleSpec().world
+    short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
+    common = {"log_every": 10, "save_every": 100, "visual_norm_weight": 0.05}
     return [
-        TrainConfig(
-            steps=600, accumulation=8, lr=1e-3, warmup_steps=40, seed=0, log_every=10, save_every=50,
-            sample=SampleSpec(frame_px=64, world=WorldParams(min_seconds=8.0, max_seconds=40.0)),
-        )
+        TrainConfig(steps=300, accumulation=16, lr=1.5e-3, warmup_steps=30, seed=0,
+                    sample=SampleSpec(frame_px=64, stills=True, world=world), **common),
+        TrainConfig(steps=800, accumulation=8, lr=1.5e-3, warmup_steps=30, seed=1,
+                    sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=short), **common),
+        TrainConfig(steps=600, accumulation=4, lr=1e-3, warmup_steps=30, seed=2,
+                    sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=world), **common),
     ]
 
 

@@ -133,6 +133,10 @@ class _Script:
     def tenths(self, low_seconds: float, high_seconds: float) -> int:
         return int(round(self.rng.uniform(low_seconds, high_seconds) * 10))
 
+    def action_tenths(self, low_seconds: float, high_seconds: float) -> int:
+        """A duration for an object action or a fade, stretched by ``params.action_scale``."""
+        return int(round(self.rng.uniform(low_seconds, high_seconds) * self.params.action_scale * 10))
+
     def resting(self, *, but: _Actor) -> list[tuple[float, float, float]]:
         return [(a.x, a.y, a.radius) for a in self.actors if a.present and a is not but]
 
@@ -186,7 +190,7 @@ def _offscreen(edge: str, x: float, y: float, r: float) -> tuple[float, float]:
 def _enter(s: _Script, a: _Actor, t: int) -> bool:
     spot = s.free_spot(a)
     appear = s.rng.random() < 0.3
-    d = s.tenths(0.5, 1.5) if appear else s.tenths(1.0, 3.0)
+    d = s.action_tenths(0.5, 1.5) if appear else s.action_tenths(1.0, 3.0)
     if spot is None or t + d > s.duration_tenths - 2:
         return False
     if appear:
@@ -207,7 +211,7 @@ def _enter(s: _Script, a: _Actor, t: int) -> bool:
 
 
 def _leave(s: _Script, a: _Actor, t: int, *, vanish: bool) -> bool:
-    d = s.tenths(0.5, 1.5) if vanish else s.tenths(1.0, 3.0)
+    d = s.action_tenths(0.5, 1.5) if vanish else s.action_tenths(1.0, 3.0)
     if t + d > s.duration_tenths - 2:
         return False
     a.key(t)
@@ -235,7 +239,7 @@ def _move(s: _Script, a: _Actor, t: int) -> bool:
     if spot is None:
         return False
     distance = float(np.hypot(spot[0] - a.x, spot[1] - a.y))
-    d = max(5, int(round(distance / s.rng.uniform(0.12, 0.35) * 10)))
+    d = max(5, int(round(distance / s.rng.uniform(0.12, 0.35) * s.params.action_scale * 10)))
     if t + d > s.duration_tenths - 2:
         return False
     word = _direction(spot[0] - a.x, spot[1] - a.y)
@@ -249,7 +253,7 @@ def _move(s: _Script, a: _Actor, t: int) -> bool:
 
 def _change_colour(s: _Script, a: _Actor, t: int) -> bool:
     options = [c for c in OBJECT_COLOUR_NAMES if (c, a.shape) not in s.claimed]
-    d = s.tenths(0.5, 2.0)
+    d = s.action_tenths(0.5, 2.0)
     if not options or t + d > s.duration_tenths - 2:
         return False
     new = str(s.rng.choice(options))
@@ -266,7 +270,7 @@ def _change_size(s: _Script, a: _Actor, t: int) -> bool:
     grown = round(a.radius * 1.4, 4)
     grow = grown <= R_MAX and s.fits(a.x, a.y, grown, but=a)
     new = grown if grow else round(a.radius / 1.4, 4)
-    d = s.tenths(0.5, 2.0)
+    d = s.action_tenths(0.5, 2.0)
     if new < R_MIN or t + d > s.duration_tenths - 2:
         return False
     a.key(t)
@@ -280,7 +284,7 @@ def _change_size(s: _Script, a: _Actor, t: int) -> bool:
 
 def _collide(s: _Script, a: _Actor, t: int) -> bool:
     partners = [b for b in s.actors if b is not a and b.present and b.busy_until <= t]
-    d = 2 * s.tenths(0.6, 1.5)
+    d = 2 * s.action_tenths(0.6, 1.5)
     if not partners or t + d > s.duration_tenths - 2:
         return False
     b = partners[int(s.rng.integers(len(partners)))]
@@ -379,7 +383,7 @@ def _make_background(s: _Script) -> BackgroundTrack:
     keys, colours = [0], [colour]
     t = s.tenths(1.0, 12.0)
     while True:
-        d = s.tenths(0.5, 2.0)
+        d = s.action_tenths(0.5, 2.0)
         if t + d > s.duration_tenths - 2:
             break
         new = str(s.rng.choice([c for c in BACKGROUND_COLOUR_NAMES if c != colour]))

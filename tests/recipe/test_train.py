@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from recipe.data import IGNORE, SampleSpec, encode, make_sample, planned_seconds
-from recipe.train import TrainConfig, train
+from recipe.data import IGNORE, SampleSpec, encode, encode_branches, make_sample, planned_seconds
+from recipe.train import TrainConfig, answer_loss, branch_loss, train
 from recipe.world import WorldParams
 from vidlm.processor import Processor, ProcessorConfig
 from vidlm.tokenizer import Tokenizer
 
 SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
+MULTI = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=6.0, max_seconds=10.0), questions=6)
 
 
 def small(steps: int, **kw) -> TrainConfig:
@@ -77,6 +78,56 @@ def test_labels_cover_only_the_answer(trained):
     labelled = batch["labels"][batch["labels"] != IGNORE].tolist()
     assert tok.decode(labelled) == sample.task.answer + "<|im_end|>"
     assert batch["input_ids"][0, -len(labelled):].tolist() == labelled
+
+
+def test_branches_are_the_full_sequences_split_at_the_video(trained):
+    out, _ = trained
+    tok = Tokenizer.from_dir(out)
+    processor = Processor(tok, ProcessorConfig(video_max_tokens_per_frame=4))
+    sample = make_sample(11, MULTI)
+    assert len(sample.tasks) >= 4 and len({t.question for t in sample.tasks}) == len(sample.tasks)
+    branches = encode_branches(processor, sample)
+    prefix = branches.prefix["input_ids"][0].tolist()
+    assert prefix[-1] == tok.token_to_id("<|vision_end|>")
+    for i, task in enumerate(sample.tasks):
+        full = encode(processor, sample, task)
+        row = branches.input_ids[i, : branches.lengths[i]].tolist()
+        assert prefix + row == full["input_ids"][0].tolist()
+        labels = branches.labels[i, : branches.lengths[i]]
+        assert tok.decode(labels[labels != IGNORE].tolist()) == task.answer + "<|im_end|>"
+        assert (branches.labels[i, branches.lengths[i]:] == IGNORE).all()
+    assert sorted(i for g in branches.groups() for i in g) == list(range(len(sample.tasks)))
+
+
+def test_shared_prefix_loss_equals_the_mean_of_full_sequence_losses(trained):
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    sample = make_sample(11, MULTI)
+    with torch.no_grad():
+        full = [answer_loss(lm.model, encode(lm.processor, sample, task)) for task in sample.tasks]
+        shared = branch_loss(lm.model, encode_branches(lm.processor, sample))
+    assert len(full) >= 4 and float(torch.stack(full).std()) > 1e-3  # the tasks differ
+    assert shared.item() == pytest.approx(torch.stack(full).mean().item(), abs=1e-5)
+
+
+def test_shared_prefix_gradients_equal_full_sequence_gradients(trained):
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    sample = make_sample(11, MULTI)
+    params = dict(lm.model.named_parameters())
+    lm.model.zero_grad()
+    torch.stack([answer_loss(lm.model, encode(lm.processor, sample, t)) for t in sample.tasks]).mean().backward()
+    want = {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
+    lm.model.zero_grad()
+    branch_loss(lm.model, encode_branches(lm.processor, sample)).backward()
+    got = {k: p.grad for k, p in params.items() if p.grad is not None}
+    assert want.keys() == got.keys() and any("visual" in k for k in got)
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-3), name
 
 
 def test_planned_seconds_are_real_frame_times():

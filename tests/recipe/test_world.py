@@ -17,9 +17,12 @@ SEEDS = range(8)
 PRESENCE_KINDS = {"enter", "appear", "leave", "disappear"}
 
 
+SLOW = dataclasses.replace(SHORT, action_scale=3.0)
+
+
 @pytest.fixture(scope="module")
 def scenes() -> list[Scene]:
-    return [make_scene(seed, SHORT) for seed in SEEDS]
+    return [make_scene(seed, SHORT) for seed in SEEDS] + [make_scene(seed, SLOW) for seed in range(4)]
 
 
 def test_scene_is_a_pure_function_of_seed_and_params() -> None:
@@ -74,6 +77,19 @@ def test_durations_and_frame_rates_follow_params() -> None:
         ticks = np.asarray(scene.frame_ticks)
         assert ticks[0] == 0 and np.all(np.diff(ticks) > 0)
         assert scene.frame_seconds[-1] < scene.duration_seconds
+
+
+def test_action_scale_stretches_actions_and_fades() -> None:
+    stretched = {"enter", "appear", "move", "change_colour", "change_size", "collide", "leave", "disappear", "background"}
+
+    def median_length(params: WorldParams) -> float:
+        scenes = [make_scene(seed, params) for seed in range(12)]
+        return float(np.median([e.end_seconds - e.start_seconds for s in scenes for e in s.events if e.kind in stretched]))
+
+    assert median_length(SLOW) > 2.2 * median_length(SHORT)
+    assert make_scene(5, dataclasses.replace(SHORT, action_scale=1.0)) == make_scene(5, SHORT)
+    with pytest.raises(ValueError, match="action_scale=0"):
+        WorldParams(action_scale=0)
 
 
 def test_variable_frame_rate_scenes_really_vary() -> None:
