@@ -6,6 +6,7 @@ Heavy imports (torch, PyAV) happen inside the commands so that ``vidlm --help`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def train(
     accumulation: int = typer.Option(8, "--accumulation", min=1, help="Samples per optimiser step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
     frame_px: int = typer.Option(64, "--frame-px", help="Frame side in pixels (a multiple of 32)."),
-    max_seconds: float = typer.Option(40.0, "--max-seconds", help="Longest synthetic video."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest synthetic video."),
+    questions: int = typer.Option(8, "--questions", min=1, help="Questions per video (they share its prefix)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast)."),
     recipe: str | None = typer.Option(None, "--recipe", help="'builtin': the exact schedule of the built-in model (other options ignored)."),
@@ -71,7 +73,6 @@ def train(
     from recipe.data import SampleSpec
     from recipe.train import TrainConfig, train_builtin
     from recipe.train import train as run_training
-    from recipe.world import WorldParams
 
     if recipe not in (None, "builtin"):
         raise typer.BadParameter(f"--recipe {recipe!r}: the only named recipe is 'builtin'")
@@ -86,7 +87,8 @@ def train(
         if recipe == "builtin":
             train_builtin(out_dir, device=device, progress=progress)
         else:
-            spec = SampleSpec(frame_px=frame_px, world=WorldParams(min_seconds=8.0, max_seconds=max_seconds))
+            world = dataclasses.replace(SampleSpec().world, max_seconds=max_seconds)
+            spec = SampleSpec(frame_px=frame_px, world=world, questions=questions)
             cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, sample=spec)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
@@ -145,6 +147,9 @@ _MODEL = typer.Option(None, "--model", help=cli_support.MODEL_HELP)
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
 _DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 or auto.")
 _JSON = typer.Option(False, "--json", help="Print one JSON object (schema in the README).")
+_ENGINE = typer.Option("local", "--engine", help=cli_support.ENGINE_HELP)
+_ADDRESS = typer.Option(None, "--address", help=cli_support.ADDRESS_HELP)
+_WORKERS = typer.Option(None, "--workers", min=1, help=cli_support.WORKERS_HELP)
 
 
 @cli.command()
@@ -159,12 +164,18 @@ def ingest(
     fps: float | None = typer.Option(None, "--fps", min=0.01, help="Frames per second shown to the model (default 2)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ingest unchanged files that failed before again."),
     as_json: bool = _JSON,
+    engine: str = _ENGINE,
+    address: str | None = _ADDRESS,
+    workers: int | None = _WORKERS,
+    gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", min=0.0, help=cli_support.GPUS_HELP),
 ) -> None:
     """Ingest a folder into the library: captions with times, searchable. Exit 1 if files failed."""
+    on_ray = cli_support.ray_options(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
     pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library,
                                      caption_max_new_tokens=max_new_tokens, window_seconds=window_seconds, fps=fps)
     with cli_support.exit_codes(library), tqdm(unit="file", desc="ingest", disable=None) as bar:
-        report = pipe.ingest_folder(folder, progress=cli_support.file_progress(bar), retry_failed=retry_failed)
+        report = pipe.ingest_folder(folder, progress=cli_support.file_progress(bar), retry_failed=retry_failed,
+                                    ray_options=on_ray)
     result = report.to_json()
     if as_json:
         cli_support.print_json(result)
@@ -225,11 +236,15 @@ def export(
     format: str | None = typer.Option(None, "--format", help="jsonl, srt, vtt or parquet; default from OUT's suffix."),
     video: str | None = typer.Option(None, "--video", help="Export one video (file or video id)."),
     library: Path | None = _LIBRARY,
+    engine: str = _ENGINE,
+    address: str | None = _ADDRESS,
+    workers: int | None = _WORKERS,
 ) -> None:
     """Export the grounded captions (JSONL QVHighlights-style, SRT, WebVTT, parquet)."""
+    on_ray = cli_support.ray_options(engine, address=address, workers=workers)
     pipe = cli_support.make_pipeline(library=library)
     with cli_support.exit_codes(library):
-        written = pipe.export(out, format=format, video=video)
+        written = pipe.export(out, format=format, video=video, ray_options=on_ray)
     for path in written:
         typer.echo(str(path))
 

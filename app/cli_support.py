@@ -85,6 +85,47 @@ def make_pipeline(
     )
 
 
+ENGINE_HELP = "local (this process) or ray (a Ray cluster; needs the vidlm[ray] extra)."
+ADDRESS_HELP = "Ray cluster to use (auto, ray://HEAD:10001); default: start a local Ray for the run."
+WORKERS_HELP = "Ray: model replicas for ingest, parallel tasks for export (default: what the cluster holds)."
+GPUS_HELP = "Ray: GPUs per model replica (default 1 when the cluster has GPUs, else 0)."
+
+
+def ray_options(
+    engine: str,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+):  # noqa: ANN201 - app.ray_engine.RayOptions | None, imported only for --engine ray
+    """The Ray engine's options for ``--engine ray``; None for the local engine.
+
+    Raises:
+        typer.BadParameter: an unknown engine, or Ray options with the local engine.
+        typer.Exit: Ray is not installed (exit 2, with the install command).
+    """
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine {engine!r}: expected 'local' or 'ray'")
+    if engine == "local":
+        given = [
+            flag
+            for flag, value in (
+                ("--address", address),
+                ("--workers", workers),
+                ("--gpus-per-worker", gpus_per_worker),
+            )
+            if value is not None
+        ]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    try:
+        from app.ray_engine import RayOptions
+    except ImportError as err:
+        raise error(str(err), EXIT_USAGE) from err
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+
+
 def file_progress(bar: tqdm):  # noqa: ANN201 - an app.pipeline.PipelineProgress
     """Map pipeline events to a files bar (the current file and window in the postfix)."""
 

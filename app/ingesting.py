@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import polars as pl
 
 import index
 import ingest
@@ -47,7 +50,10 @@ def ingest_paths(
 ) -> list[FileOutcome]:
     """Bring the library up to date with ``paths`` (the files now under ``root``)."""
     changes = lib.changes(paths)
-    outcomes = [_remove_missing(lib, row) for row in _missing_under(changes, root)]
+    outcomes = []
+    for row in missing_under(changes, root):
+        outcomes.append(remove_missing(lib, row))
+        lib.commit()
     todo = changes.filter(changes["change"] != "missing").to_dicts()
     for done, row in enumerate(todo, start=1):
         outcome = _one_file(pipe, lib, row, progress=progress, retry_failed=retry_failed)
@@ -59,16 +65,27 @@ def ingest_paths(
     return outcomes
 
 
-def _missing_under(changes, root: Path) -> list[dict]:
+def missing_under(changes: pl.DataFrame, root: Path) -> list[dict]:
+    """The "missing" rows of ``lib.changes(...)`` whose path lies under ``root``."""
     rows = changes.filter(changes["change"] == "missing").to_dicts()
     return [r for r in rows if Path(r["path"]).is_relative_to(root)]
 
 
-def _remove_missing(lib: index.Library, row: dict) -> FileOutcome:
+def remove_missing(lib: index.Library, row: dict) -> FileOutcome:
+    """Stage the removal of a file gone from disk (the caller commits)."""
     lib.remove_video(row["video_id"])
-    lib.commit()
     log.info("%s: gone from disk; removed from the library", row["path"])
     return FileOutcome(row["path"], row["video_id"], "removed", None)
+
+
+def needs_ingest(
+    previous: dict | None, change: str, model_id: str, *, retry_failed: bool
+) -> bool:
+    """False when a file's catalog row can stand: same bytes, same model, no retry asked."""
+    same_model = previous is not None and previous["model_id"] == model_id
+    failed_before = previous is not None and previous["status"] != "ok"
+    unchanged = change in ("unchanged", "touched")
+    return not (unchanged and same_model and not (retry_failed and failed_before))
 
 
 def _one_file(
@@ -81,21 +98,29 @@ def _one_file(
 ) -> FileOutcome:
     path, video_id, change = Path(row["path"]), row["video_id"], row["change"]
     previous = lib.entry(video_id)
-    same_model = previous is not None and previous["model_id"] == pipe.model_id
-    failed_before = previous is not None and previous["status"] != "ok"
-    if change in ("unchanged", "touched") and same_model and not (retry_failed and failed_before):
-        return _skip(lib, row, previous, touched=change == "touched")
-    started = _now()
+    if not needs_ingest(previous, change, pipe.model_id, retry_failed=retry_failed):
+        outcome = skip_file(lib, row, previous, touched=change == "touched")
+        lib.commit()
+        return outcome
+    started = now()
     digest = row["content_hash"] or index.content_hash(path)
     try:
         result = caption_file(pipe, path, progress=progress)
     except ingest.VideoError as err:
-        entry = _error_entry(pipe, row, digest, err, started)
+        entry = error_entry(pipe.model_id, row, digest, err, started)
         lib.upsert_video(entry)
         lib.commit()
         return FileOutcome(str(path), video_id, "failed", "error", entry.error_message)
     vectors = pipe.embedder.embed([s.caption for s in result.segments]) if result.segments else None
-    entry = _ok_entry(pipe, row, digest, result, started)
+    entry = ok_entry(
+        pipe.model_id,
+        row,
+        digest,
+        result.info,
+        plan_description=result.plan_description,
+        partial_reason=result.partial_reason,
+        started=started,
+    )
     lib.upsert_video(entry, result.segments, vectors)
     lib.commit()
     action = "failed" if entry.status != "ok" else "ingested"
@@ -104,12 +129,12 @@ def _one_file(
     )
 
 
-def _skip(lib: index.Library, row: dict, previous: dict, *, touched: bool) -> FileOutcome:
+def skip_file(lib: index.Library, row: dict, previous: dict, *, touched: bool) -> FileOutcome:
+    """Keep a file's catalog row; a touched file gets its new mtime staged (the caller commits)."""
     segments = lib.segments_of(row["video_id"]).height
     if touched:
-        entry = index.VideoEntry(**{**_entry_fields(previous), "mtime_ns": row["mtime_ns"]})
+        entry = index.VideoEntry(**{**entry_fields(previous), "mtime_ns": row["mtime_ns"]})
         lib.update_entry(entry)
-        lib.commit()
     action = "touched" if touched else "skipped"
     return FileOutcome(
         row["path"],
@@ -121,7 +146,7 @@ def _skip(lib: index.Library, row: dict, previous: dict, *, touched: bool) -> Fi
     )
 
 
-def _entry_fields(row: dict) -> dict:
+def entry_fields(row: dict) -> dict:
     """A catalog row (dict) as ``VideoEntry`` keyword arguments."""
     fields = {k: v for k, v in row.items() if k != "probe_json"}
     fields["probe"] = json.loads(row["probe_json"]) if row["probe_json"] else {}
@@ -135,28 +160,77 @@ def caption_file(pipe: Pipeline, path: Path, *, progress: PipelineProgress | Non
         ingest.VideoError: the file cannot be probed or decoded.
     """
     info = pipe.probe(path)
-    windows = file_windows(path, info, window_seconds=pipe.options.window_seconds)
-    policy = pipe.policy()
     segments: list[index.Segment] = []
     plans: list[str] = []
     partial: str | None = None
-    for done, window in enumerate(windows, start=1):
+    decoded = decoded_windows(
+        path,
+        info,
+        pipe.policy(),
+        window_seconds=pipe.options.window_seconds,
+        progress=_inner(progress),
+    )
+    for item in decoded:
+        plans.append(item.plan_text)
+        partial = item.partial_reason or partial
+        if len(item.batch):
+            segments += caption_window(
+                pipe, item.batch, item.window, duration_seconds=info.duration_seconds
+            )
+        if progress is not None:
+            progress(PipelineEvent("caption", path, item.number, item.count))
+    return Captioned(info, segments, "; ".join(plans), partial)
+
+
+@dataclass(frozen=True)
+class DecodedWindow:
+    """One window of a file with its decoded frames; ``number`` counts from 1 to ``count``."""
+
+    window: ingest.Window
+    plan: ingest.SamplingPlan
+    batch: ingest.FrameBatch
+    number: int
+    count: int
+
+    @property
+    def plan_text(self) -> str:
+        """How the window was sampled, for the catalog's ``plan_description``."""
+        w, p = self.window, self.plan
+        return (
+            f"[{w.start_seconds:.3f},{w.end_seconds:.3f}] {p.num_frames}f "
+            f"{p.width}x{p.height} {p.tokens}tok"
+        )
+
+    @property
+    def partial_reason(self) -> str | None:
+        """Why decoding stopped early in this window, or None."""
+        if not self.batch.partial:
+            return None
+        return f"decoding stopped at {self.batch.stopped_at_seconds:.3f} s"
+
+
+def decoded_windows(
+    path: Path,
+    info: ingest.VideoInfo,
+    policy: ingest.SamplingPolicy,
+    *,
+    window_seconds: float,
+    progress: ingest.ProgressCallback | None = None,
+) -> Iterator[DecodedWindow]:
+    """Plan and decode a file window by window, stopping after a window cut short by damage.
+
+    Raises:
+        ingest.VideoError: the file cannot be windowed or decoded.
+    """
+    windows = file_windows(path, info, window_seconds=window_seconds)
+    for number, window in enumerate(windows, start=1):
         plan = ingest.plan(
             info, policy, start_seconds=window.start_seconds, end_seconds=window.end_seconds
         )
-        batch = ingest.decode(path, plan, progress=_inner(progress))
-        plans.append(
-            f"[{window.start_seconds:.3f},{window.end_seconds:.3f}] {plan.num_frames}f {plan.width}x{plan.height} {plan.tokens}tok"
-        )
+        batch = ingest.decode(path, plan, progress=progress)
+        yield DecodedWindow(window, plan, batch, number, len(windows))
         if batch.partial:
-            partial = f"decoding stopped at {batch.stopped_at_seconds:.3f} s"
-        if len(batch):
-            segments += caption_window(pipe, batch, window, duration_seconds=info.duration_seconds)
-        if progress is not None:
-            progress(PipelineEvent("caption", path, done, len(windows)))
-        if batch.partial:
-            break
-    return Captioned(info, segments, "; ".join(plans), partial)
+            return
 
 
 def file_windows(
@@ -209,33 +283,41 @@ def _inner(progress: PipelineProgress | None):  # noqa: ANN202 - an ingest.Progr
     )
 
 
-def _base_fields(pipe: Pipeline, row: dict, digest: str | None, started) -> dict:
+def _base_fields(model_id: str, row: dict, digest: str | None, started: datetime) -> dict:
     return {
         "video_id": row["video_id"],
         "path": str(row["path"]),
         "size_bytes": int(row["size_bytes"]),
         "mtime_ns": row["mtime_ns"],
         "content_hash": digest,
-        "model_id": pipe.model_id,
+        "model_id": model_id,
         "ingest_started_at": started,
-        "ingest_finished_at": _now(),
+        "ingest_finished_at": now(),
     }
 
 
-def _error_entry(
-    pipe: Pipeline, row: dict, digest: str | None, err: ingest.VideoError, started
+def error_entry(
+    model_id: str, row: dict, digest: str | None, err: ingest.VideoError, started: datetime
 ) -> index.VideoEntry:
+    """The catalog row of a file that could not be read: status "error", kind and reason."""
     return index.VideoEntry(
-        **_base_fields(pipe, row, digest, started),
+        **_base_fields(model_id, row, digest, started),
         status="error",
         error_message=f"{err.kind}: {err.reason}",
     )
 
 
-def _ok_entry(
-    pipe: Pipeline, row: dict, digest: str | None, result: Captioned, started
+def ok_entry(
+    model_id: str,
+    row: dict,
+    digest: str | None,
+    info: ingest.VideoInfo,
+    *,
+    plan_description: str,
+    partial_reason: str | None,
+    started: datetime,
 ) -> index.VideoEntry:
-    info = result.info
+    """The catalog row of a decoded file: probe facts, sampling plans, "ok" or "partial"."""
     probe = {
         "container": info.container,
         "start_seconds": info.start_seconds,
@@ -246,9 +328,9 @@ def _ok_entry(
         "mirrored": info.mirrored,
     }
     return index.VideoEntry(
-        **_base_fields(pipe, row, digest, started),
-        status="partial" if result.partial_reason else "ok",
-        error_message=result.partial_reason,
+        **_base_fields(model_id, row, digest, started),
+        status="partial" if partial_reason else "ok",
+        error_message=partial_reason,
         duration_seconds=float(info.duration_seconds),
         fps=float(info.fps),
         width=int(info.width),
@@ -256,9 +338,10 @@ def _ok_entry(
         rotation_degrees=int(info.rotation),
         codec=info.codec,
         probe=probe,
-        plan_description=result.plan_description,
+        plan_description=plan_description,
     )
 
 
-def _now() -> datetime:
+def now() -> datetime:
+    """The current UTC time (catalog timestamps)."""
     return datetime.now(timezone.utc)

