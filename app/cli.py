@@ -46,12 +46,20 @@ def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the videos and events.jsonl into."),
     videos: int = typer.Option(10, "--videos", min=1, help="Number of videos."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same events.jsonl)."),
+    min_seconds: float = typer.Option(4.0, "--min-seconds", min=1.0, help="Shortest video."),
+    max_seconds: float = typer.Option(240.0, "--max-seconds", min=1.0, help="Longest video."),
+    action_scale: float = typer.Option(3.0, "--action-scale", help="Slowness of actions and fades (3: the built-in model's world; 1: brisk)."),
 ) -> None:
     """Write synthetic event-world videos with their true events (events.jsonl)."""
     from recipe.synth import write_dataset
+    from recipe.world import WorldParams
 
+    try:
+        params = WorldParams(min_seconds=min_seconds, max_seconds=max_seconds, action_scale=action_scale)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
     with tqdm(total=videos, unit="video", desc="synth") as bar:
-        events = write_dataset(out_dir, videos=videos, seed=seed, progress=_bar_callback(bar))
+        events = write_dataset(out_dir, videos=videos, seed=seed, params=params, progress=_bar_callback(bar))
     typer.echo(str(events))
 
 
@@ -239,9 +247,13 @@ def export(
     engine: str = _ENGINE,
     address: str | None = _ADDRESS,
     workers: int | None = _WORKERS,
+    gpus_per_worker: float | None = typer.Option(
+        None, "--gpus-per-worker", min=0.0,
+        help="Accepted as for ingest so one Ray command line serves both; export renders on CPUs and asks for no GPU.",
+    ),
 ) -> None:
     """Export the grounded captions (JSONL QVHighlights-style, SRT, WebVTT, parquet)."""
-    on_ray = cli_support.ray_options(engine, address=address, workers=workers)
+    on_ray = cli_support.ray_options(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
     pipe = cli_support.make_pipeline(library=library)
     with cli_support.exit_codes(library):
         written = pipe.export(out, format=format, video=video, ray_options=on_ray)

@@ -29,8 +29,9 @@ class SampleSpec:
     ``questions`` tasks are asked about each rendered video; training shares the video's prefix
     between them (one encoder and prefix pass, one branch per question), so more questions per
     video cost little. ``kinds`` weights the task kinds by repetition. ``stills`` replaces the
-    video by one moment (a frame pair showing one time) asked about in every QA form: a cheap
-    first stage in which answers depend on nothing but the pixels, so the model learns to look.
+    video by one moment (a frame pair showing one time) asked about in every QA form (or only
+    the ``focuses`` named, e.g. ``("background",)``): a cheap first stage in which answers
+    depend on nothing but the pixels, so the model learns to look.
     """
 
     frame_px: int = 96
@@ -40,6 +41,7 @@ class SampleSpec:
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "caption", "count", "order")
     questions: int = 1
     stills: bool = False
+    focuses: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.questions < 1:
@@ -105,7 +107,7 @@ def _still_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: Sampl
     calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
     times = calm if calm.size else np.arange(scene.duration_tenths)
     tenths = int(times[int(rng.integers(times.size))])
-    tasks = qa_tasks_at(scene, rng, tenths)
+    tasks = qa_tasks_at(scene, rng, tenths, focuses=spec.focuses)
     order = rng.permutation(len(tasks))
     seconds = np.full(2, tenths / 10)
     frames = render_frames(scene, seconds, size_px=spec.frame_px)

@@ -239,9 +239,18 @@ QA_FOCUS_KINDS: dict[str, frozenset[str]] = {
 }
 
 
-def qa_tasks_at(scene: Scene, rng: np.random.Generator, tenths: int) -> list[Task]:
-    """Every kind of timestamped question about one moment (one per focus that applies)."""
-    tasks = [_qa_at(scene, rng, tenths, focus) for focus in QA_FOCUS_KINDS]
+def qa_tasks_at(
+    scene: Scene, rng: np.random.Generator, tenths: int, *, focuses: tuple[str, ...] | None = None
+) -> list[Task]:
+    """Timestamped questions about one moment, one per focus (default every focus) that applies.
+
+    Raises:
+        ValueError: on an unknown focus.
+    """
+    unknown = [f for f in focuses or () if f not in QA_FOCUS_KINDS]
+    if unknown:
+        raise ValueError(f"focuses={focuses!r}: unknown {unknown}; allowed {tuple(QA_FOCUS_KINDS)}")
+    tasks = [_qa_at(scene, rng, tenths, focus) for focus in focuses or QA_FOCUS_KINDS]
     return [t for t in tasks if t is not None]
 
 

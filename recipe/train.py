@@ -277,27 +277,32 @@ class _null:
 def builtin_stages() -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
-    A fresh tiny model with 64 px frames, trained as a curriculum of three stages, each
-    continuing from the previous checkpoint:
+    A fresh tiny model with 64 px frames, trained as a curriculum, each stage continuing from
+    the previous checkpoint:
 
-    1. stills: one moment per sample asked about in every QA form, so answers depend on nothing
-       but the pixels and the model learns to look (cheap: a frame pair per sample);
-    2. short videos (4-12 s, few frame pairs): 8 questions per video sharing its prefix,
-       grounding and QA weighted up, so it learns to find moments and read their timestamps;
-    3. the evaluation world (8-60 s, slow actions), same mix.
+    1. background stills: one moment per sample, "What colour is the background at T
+       seconds?" only. A model from scratch otherwise learns the text priors first and then
+       ignores the visual tokens for good (its final hidden states carry nothing of what the
+       vision tower encodes perfectly); one pure pixel question makes it look.
+    2. stills, every QA form (objects, text, counts, colours): what there is to see.
+    3. short videos (4-12 s, few frame pairs), 8 questions per video sharing its prefix,
+       grounding and QA weighted up: finding moments and reading their timestamps.
+    4. the evaluation world (8-60 s, slow actions), the same mix.
 
     Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``).
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
-    common = {"log_every": 10, "save_every": 100, "visual_norm_weight": 0.05}
+    common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
     return [
-        TrainConfig(steps=300, accumulation=16, lr=1.5e-3, warmup_steps=30, seed=0,
+        TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0,
+                    sample=SampleSpec(frame_px=64, stills=True, focuses=("background",), world=world), **common),
+        TrainConfig(steps=200, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1,
                     sample=SampleSpec(frame_px=64, stills=True, world=world), **common),
-        TrainConfig(steps=800, accumulation=8, lr=1.5e-3, warmup_steps=30, seed=1,
+        TrainConfig(steps=700, accumulation=8, lr=1.5e-3, warmup_steps=20, seed=2,
                     sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=short), **common),
-        TrainConfig(steps=600, accumulation=4, lr=1e-3, warmup_steps=30, seed=2,
+        TrainConfig(steps=500, accumulation=4, lr=1e-3, warmup_steps=20, seed=3,
                     sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=world), **common),
     ]
 
