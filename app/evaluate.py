@@ -23,17 +23,12 @@ import numpy as np
 import index
 import ingest
 from app.pipeline import PipelineOptions, sampling_policy
+from recipe.tasks import grounding_question
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
-
-
-def grounding_question(query: str) -> str:
-    """The grounding prompt for a free-text query (a training template of the recipe)."""
-    query = query.strip().rstrip(".")
-    return f"{query[:1].upper()}{query[1:]}. When does this happen?"
 
 
 def read_video(lm: Any, path: Path) -> tuple[np.ndarray, np.ndarray, float]:

@@ -42,15 +42,19 @@ from app.ray_shards import FileResult, entry_from_json, entry_to_json
 log = logging.getLogger(__name__)
 
 # Decoded windows (kind "window") and one closing row per file (kind "file", with its catalog
-# row and how many windows it sent). large_binary: one window's pixels may exceed 2 GiB.
+# row and how many windows it sent), then the same rows captioned; both start with these fields.
+# large_binary: one window's pixels may exceed 2 GiB.
+_ROW_HEAD = [
+    ("kind", pa.string()),
+    ("video_id", pa.string()),
+    ("path", pa.string()),
+    ("number", pa.int64()),
+    ("count", pa.int64()),
+    ("entry_json", pa.string()),
+]
 DECODED_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),
-        ("video_id", pa.string()),
-        ("path", pa.string()),
-        ("number", pa.int64()),
-        ("count", pa.int64()),
-        ("entry_json", pa.string()),
+        *_ROW_HEAD,
         ("start_seconds", pa.float64()),
         ("end_seconds", pa.float64()),
         ("duration_seconds", pa.float64()),
@@ -63,12 +67,7 @@ DECODED_SCHEMA = pa.schema(
 
 CAPTIONED_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),
-        ("video_id", pa.string()),
-        ("path", pa.string()),
-        ("number", pa.int64()),
-        ("count", pa.int64()),
-        ("entry_json", pa.string()),
+        *_ROW_HEAD,
         ("start_seconds", pa.list_(pa.float64())),
         ("end_seconds", pa.list_(pa.float64())),
         ("caption", pa.list_(pa.string())),

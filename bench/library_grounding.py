@@ -29,13 +29,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import index
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
 
 
 def vidlm(*args: str) -> dict:
@@ -47,15 +43,10 @@ def vidlm(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def grounding_question(query: str) -> str:
-    """The wording `vidlm eval` uses for a free-text query (a training template)."""
-    query = query.strip().rstrip(".")
-    return f"{query[:1].upper()}{query[1:]}. When does this happen?"
-
-
 def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Path) -> dict:
     from recipe.data import SampleSpec
     from recipe.synth import write_dataset
+    from recipe.tasks import grounding_question
 
     world = dataclasses.replace(SampleSpec().world, max_seconds=max_seconds)
     events_file = write_dataset(work / "videos", videos=videos, seed=seed, params=world)
@@ -73,12 +64,12 @@ def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Pat
     for r in tqdm(queries, desc="queries", unit="query"):
         truth = (r["start_seconds"], r["end_seconds"])
         hits = vidlm("localize", r["query"], "--k", "5", "--library", str(work / "library"))["results"]
-        good = [h["video_id"] == ids[r["video"]] and iou((h["start_seconds"], h["end_seconds"]), truth) >= 0.5 for h in hits]
+        good = [h["video_id"] == ids[r["video"]] and index.temporal_iou((h["start_seconds"], h["end_seconds"]), truth) >= 0.5 for h in hits]
         loc1 += bool(good[:1] and good[0])
         loc5 += any(good)
         answer = vidlm("ask", str(work / "videos" / r["video"]), grounding_question(r["query"]), *common)
         spans = answer["spans"]
-        score = iou((spans[0]["start_seconds"], spans[0]["end_seconds"]), truth) if spans else 0.0
+        score = index.temporal_iou((spans[0]["start_seconds"], spans[0]["end_seconds"]), truth) if spans else 0.0
         ious.append(score)
         ask1 += score >= 0.5
     n = max(1, len(queries))

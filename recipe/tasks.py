@@ -121,6 +121,13 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.1f}"
 
 
+def grounding_question(query: str) -> str:
+    """The grounding prompt for a free-text query ("the red circle enters" -> "The red circle
+    enters. When does this happen?", one of the grounding templates)."""
+    query = query.strip().rstrip(".")
+    return f"{query[:1].upper()}{query[1:]}. When does this happen?"
+
+
 def span_answer(start_seconds: float, end_seconds: float) -> str:
     return f"From {format_seconds(start_seconds)} to {format_seconds(end_seconds)} seconds."
 

@@ -124,13 +124,6 @@ def save_checkpoint(model: Qwen3VL, tokenizer_dir: Path, out: Path, *, frame_px:
         tmp.rename(out)
 
 
-def answer_loss(model: Qwen3VL, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens (next-token prediction)."""
-    labels = batch.pop("labels")
-    logits = model(**batch).logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
-
-
 class _SharedPrefix:
     """A differentiable stand-in for :class:`~vidlm.kv_cache.KVCache`: the first pass (the video
     prefix, batch of one) keeps its keys/values; later passes (a batch of branches) see them

@@ -129,8 +129,9 @@ def causal_attention(
     if key_padding_mask is None and lq == 1:
         # One query at the end of the keys sees all of them: no mask, the fast decode kernel.
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-    if key_padding_mask is None and q.device.type == "cpu" and not torch.is_grad_enabled():
-        # Inference only: autograd does not differentiate the log-sum-exps it merges with.
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if key_padding_mask is None and q.device.type == "cpu" and not training:
+        # Not under autograd: it does not differentiate the log-sum-exps this path merges with.
         return prefix_causal_attention(q, k, v)
     if key_padding_mask is None:
         # Bottom-right causal bias: fused kernels on CUDA without an [Lq, Lk] mask in memory.

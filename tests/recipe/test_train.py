@@ -10,13 +10,22 @@ import pytest
 import torch
 
 from recipe.data import IGNORE, SampleSpec, encode, encode_branches, make_sample, planned_seconds
-from recipe.train import TrainConfig, answer_loss, branch_loss, train
+from recipe.train import TrainConfig, branch_loss, train
 from recipe.world import WorldParams
 from vidlm.processor import Processor, ProcessorConfig
 from vidlm.tokenizer import Tokenizer
 
 SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
 MULTI = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=6.0, max_seconds=10.0), questions=6)
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The reference: mean cross-entropy of the answer tokens of one full sequence."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
 
 
 def small(steps: int, **kw) -> TrainConfig:
