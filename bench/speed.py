@@ -204,7 +204,7 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
     import PIL.Image
     import torch
 
-    from vidlm.image_ops import normalize_video, patchify, resize_video_bicubic, video_to_tchw
+    from vidlm.image_ops import patchify, video_to_patches, video_to_tchw
 
     height, width, mean, std = 448, 800, (0.5,) * 3, (0.5,) * 3
     base = np.random.default_rng(0).integers(0, 256, (8, 720, 1280, 3), dtype=np.uint8)
@@ -213,8 +213,8 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
     for _ in range(frames // batch_frames):
         start = time.perf_counter()
         if side == "ours":
-            resized = resize_video_bicubic(video_to_tchw(video), height, width)
-            normalized = normalize_video(resized, mean=mean, std=std, rescale_factor=1 / 255)
+            rows, _ = video_to_patches(video_to_tchw(video), height, width, mean=mean, std=std, rescale_factor=1 / 255,
+                                       patch_size=16, temporal_patch_size=2, merge_size=2)
         else:
             # The reference's per-image rules (PIL bicubic, rescale, normalise), frame by frame.
             out = []
@@ -222,12 +222,11 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
                 small = np.asarray(PIL.Image.fromarray(frame).resize((width, height), PIL.Image.BICUBIC))
                 x = torch.from_numpy(small.astype(np.float32) / 255.0).permute(2, 0, 1)
                 out.append((x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])
-            normalized = torch.stack(out)
-        rows, _ = patchify(normalized, patch_size=16, temporal_patch_size=2, merge_size=2)
-        rows = rows.contiguous()
+            rows, _ = patchify(torch.stack(out), patch_size=16, temporal_patch_size=2, merge_size=2)
+            rows = rows.contiguous()
         seconds += time.perf_counter() - start
         patches += int(rows.shape[0])
-        del rows, normalized
+        del rows
     return {"seconds": seconds, "patches": patches}
 
 

@@ -4,9 +4,9 @@ What is unusual here:
 - Images and videos are resized by different code on purpose. Images go through PIL (bicubic,
   PIL's own antialiasing, uint8 in and out), which is what the reference image processor does when
   no torchvision is installed, so our pixels match it to float rounding. Videos are resized in
-  bulk with ``F.interpolate(bicubic, antialias=True)`` on float32, then clamped and rounded back to
-  uint8 values (torchvision's float path for uint8 input; its CPU path uses a fixed-point uint8
-  kernel that can differ by one level).
+  bulk with ``F.interpolate(bicubic, antialias=True)`` exactly as torchvision v2 ``resize`` does
+  for uint8 frames: its native fixed-point uint8 kernel on CPU, float32 rounded back to uint8
+  values elsewhere.
 - The two smart_resize rules differ: the video one budgets pixels over *all* frames and first
   upscales frames whose shorter side is below the factor; the image one does neither.
 - Rounding uses Python's ``round`` (ties to even), exactly like the reference.
@@ -205,29 +205,46 @@ def video_to_tchw(frames: Any) -> torch.Tensor:
 
 
 def resize_video_bicubic(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Antialiased bicubic resize of uint8 ``[T, 3, H, W]``; float32 result holding uint8 values."""
+    """Antialiased bicubic resize of uint8 ``[T, 3, H, W]`` to uint8 ``[T, 3, height, width]``.
+
+    What torchvision v2 ``resize`` does, so the reference's pixels are ours: on CPU its native
+    uint8 kernel (fixed point, vectorised; ~15x faster than the float path), elsewhere float32
+    interpolation clamped and rounded back to uint8. Frames are resized ``VIDEO_RESIZE_CHUNK_FRAMES``
+    at a time, so no float copy of the whole video ever exists.
+    """
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"video dtype={frames.dtype}; expected uint8")
     if tuple(frames.shape[-2:]) == (height, width):
-        return frames.to(torch.float32)
-    chunks = []
-    for chunk in frames.split(VIDEO_RESIZE_CHUNK_FRAMES):
-        resized = F.interpolate(
-            chunk.to(torch.float32),
-            size=(height, width),
-            mode="bicubic",
-            align_corners=False,
-            antialias=True,
-        )
-        chunks.append(resized.clamp_(0, 255).round_())
-    return torch.cat(chunks)
+        return frames
+    out = torch.empty((frames.shape[0], frames.shape[1], height, width), dtype=torch.uint8, device=frames.device)
+    native = frames.device.type == "cpu"
+    for start in range(0, frames.shape[0], VIDEO_RESIZE_CHUNK_FRAMES):
+        chunk = frames[start : start + VIDEO_RESIZE_CHUNK_FRAMES]
+        if native:
+            resized = F.interpolate(chunk, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        else:
+            resized = F.interpolate(
+                chunk.to(torch.float32), size=(height, width), mode="bicubic", align_corners=False, antialias=True
+            ).clamp_(0, 255).round_()
+        out[start : start + chunk.shape[0]] = resized
+    return out
 
 
-def normalize_video(
-    frames: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], rescale_factor: float
+def normalize_patches(
+    rows: torch.Tensor, *, channels: int, mean: Sequence[float], std: Sequence[float], rescale_factor: float
 ) -> torch.Tensor:
-    """float ``[T, 3, H, W]`` in 0..255 -> normalised float32, rescale fused into mean/std."""
+    """uint8 patch rows (``patchify`` of uint8 frames) -> normalised float32 rows.
+
+    ``(x - 255*mean) / (255*std)`` in float32, like the reference's tensor backend (rescale fused
+    into mean/std), applied after ``patchify`` rather than before: cutting patches out of uint8
+    moves a quarter of the bytes, and the float rows are written once and normalised in place.
+    """
     mean_t = torch.tensor(mean, dtype=torch.float32) * (1.0 / rescale_factor)
     std_t = torch.tensor(std, dtype=torch.float32) * (1.0 / rescale_factor)
-    return (frames.to(torch.float32) - mean_t[:, None, None]) / std_t[:, None, None]
+    out = rows.to(torch.float32, memory_format=torch.contiguous_format)
+    per_channel = out.view(out.shape[0], channels, -1)
+    per_channel.sub_(mean_t[:, None]).div_(std_t[:, None])
+    return out
 
 
 # ------------------------------------------------------------------------------ patchify
@@ -257,3 +274,29 @@ def patchify(
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     rows = x.reshape(grid_t * grid_h * grid_w, channels * temporal_patch_size * p * p)
     return rows, (grid_t, grid_h, grid_w)
+
+
+def video_to_patches(
+    frames: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rescale_factor: float,
+    patch_size: int,
+    temporal_patch_size: int,
+    merge_size: int,
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """uint8 ``[T, 3, H, W]`` -> normalised float32 patch rows at ``height`` x ``width`` and the grid.
+
+    The whole video pipeline in bulk: resize (uint8), cut patches (uint8), normalise (float32).
+    """
+    resized = resize_video_bicubic(frames, height, width)
+    rows, grid = patchify(
+        resized, patch_size=patch_size, temporal_patch_size=temporal_patch_size, merge_size=merge_size
+    )
+    patches = normalize_patches(
+        rows, channels=resized.shape[1], mean=mean, std=std, rescale_factor=rescale_factor
+    )
+    return patches, grid

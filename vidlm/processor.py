@@ -28,13 +28,12 @@ import torch
 from vidlm.image_ops import (
     image_to_rgb_array,
     normalize_image,
-    normalize_video,
     patchify,
     resize_image_bicubic,
-    resize_video_bicubic,
     smart_resize_image,
     smart_resize_video,
     video_max_total_pixels,
+    video_to_patches,
     video_to_tchw,
 )
 from vidlm.tokenizer import Tokenizer
@@ -249,11 +248,17 @@ def process_video(frames: Any, timestamps: Sequence[float], config: ProcessorCon
         max_pixels=max_total,
     )
     logger.debug("video %s -> %dx%d per frame", tuple(tchw.shape), height, width)
-    resized = resize_video_bicubic(tchw, height, width)
-    normalized = normalize_video(
-        resized, mean=config.image_mean, std=config.image_std, rescale_factor=config.rescale_factor
+    patches, grid = video_to_patches(
+        tchw,
+        height,
+        width,
+        mean=config.image_mean,
+        std=config.image_std,
+        rescale_factor=config.rescale_factor,
+        patch_size=config.patch_size,
+        temporal_patch_size=config.temporal_patch_size,
+        merge_size=config.merge_size,
     )
-    patches, grid = _patchify(normalized, config)
     pair_seconds = frame_pair_seconds(timestamps, temporal_patch_size=config.temporal_patch_size)
     return VisualInput(patches, grid, tuple(pair_seconds))
 
