@@ -19,10 +19,10 @@ from tiny import build_tokenizer  # noqa: E402
 from vidlm.image_ops import (  # noqa: E402
     patchify,
     resize_video_bicubic,
-    video_to_patches,
     smart_resize_image,
     smart_resize_video,
     video_max_total_pixels,
+    video_to_patches,
 )
 from vidlm.processor import (  # noqa: E402
     Processor,
