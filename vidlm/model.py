@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import Qwen3VLConfig
-from .decoder import DeepStack, TextModel
+from .decoder import DeepStack, Linear, TextModel
 from .kv_cache import KVCache
 from .positions import IMAGE, VIDEO, continuation_positions, rope_index
 from .vision import VisionModel, VisualFeatures
@@ -51,7 +51,7 @@ class Qwen3VL(nn.Module):
         super().__init__()
         self.config = config
         self.model = Qwen3VLModel(config)
-        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
 
     def tie_weights(self) -> None:
         """Share the LM head with the input embeddings (2B/4B checkpoints)."""
