@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from recipe.tasks import Task, TaskKind, make_tasks, qa_tasks_at, stable_tenths
+from recipe.tasks import Task, TaskKind, make_tasks, qa_tasks_at, shift_task, stable_tenths
 from recipe.world import Scene, WorldParams, make_scene, render_frames
 
 IGNORE = -100
@@ -32,6 +32,12 @@ class SampleSpec:
     video by one moment (a frame pair showing one time) asked about in every QA form (or only
     the ``focuses`` named, e.g. ``("background",)``): a cheap first stage in which answers
     depend on nothing but the pixels, so the model learns to look.
+
+    With ``max_offset_seconds`` a sample is, with ``offset_probability``, a window of a longer
+    video: its timestamps and every time in its tasks start at a random offset (whole tenths up
+    to that many seconds). The product shows the model such windows with their absolute times,
+    and a model that only ever saw clocks starting at 0 answers from the position of a frame
+    instead of reading its timestamp.
     """
 
     frame_px: int = 96
@@ -42,10 +48,17 @@ class SampleSpec:
     questions: int = 1
     stills: bool = False
     focuses: tuple[str, ...] | None = None
+    max_offset_seconds: float = 0.0
+    offset_probability: float = 0.8
 
     def __post_init__(self) -> None:
         if self.questions < 1:
             raise ValueError(f"questions={self.questions}: expected >= 1")
+        if self.max_offset_seconds < 0 or not 0 <= self.offset_probability <= 1:
+            raise ValueError(
+                f"max_offset_seconds={self.max_offset_seconds}, offset_probability="
+                f"{self.offset_probability}: expected an offset >= 0 and a probability in [0, 1]"
+            )
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,15 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
     """One training sample (a video and ``spec.questions`` tasks), fully determined by ``seed``."""
     rng = np.random.default_rng(seed)
     scene = make_scene(seed, spec.world)
-    if spec.stills:
-        return _still_sample(seed, scene, rng, spec)
+    sample = _still_sample(seed, scene, rng, spec) if spec.stills else _video_sample(seed, scene, rng, spec)
+    if spec.max_offset_seconds and rng.random() < spec.offset_probability:
+        offset = int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
+        tasks = tuple(shift_task(t, scene, offset) for t in sample.tasks)
+        sample = replace(sample, tasks=tasks, seconds=sample.seconds + offset)
+    return sample
+
+
+def _video_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: SampleSpec) -> Sample:
     drawn = Counter(spec.kinds[int(i)] for i in rng.integers(len(spec.kinds), size=spec.questions))
     tasks: list[Task] = []
     for kind in sorted(drawn):

@@ -26,7 +26,7 @@ question has two right answers. Answers are parsed elsewhere by reading "from X 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -335,6 +335,28 @@ def order_tasks(scene: Scene, rng: np.random.Generator, *, count: int) -> list[T
         if scene.events[i].end_tenths < scene.events[j].start_tenths
     ]
     return [_order_task(scene, rng, i, j) for i, j in _sample(rng, pairs, count)]
+
+
+def shift_task(task: Task, scene: Scene, offset_seconds: float) -> Task:
+    """``task`` about ``scene`` played from ``offset_seconds`` instead of 0 (a window of a longer
+    video): every time in its question and answer moves by the offset; count and order tasks
+    have none."""
+    if not offset_seconds:
+        return task
+    spans = tuple((s + offset_seconds, e + offset_seconds) for s, e in task.spans)
+    if task.kind == "grounding":
+        return replace(task, answer=span_answer(*spans[0]), spans=spans)
+    if task.kind == "caption" and task.event_indices:
+        lines = [
+            f"From {format_seconds(s)} to {format_seconds(e)} seconds: {scene.events[i].caption}"
+            for (s, e), i in zip(spans, task.event_indices, strict=True)
+        ]
+        return replace(task, answer="\n".join(lines), spans=spans)
+    if task.kind == "qa" and task.at_seconds is not None:
+        at = task.at_seconds + offset_seconds
+        old, new = f"{format_seconds(task.at_seconds)} seconds", f"{format_seconds(at)} seconds"
+        return replace(task, question=task.question.replace(old, new), at_seconds=at)
+    return replace(task, spans=spans)
 
 
 def make_tasks(

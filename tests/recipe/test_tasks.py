@@ -161,3 +161,36 @@ def test_order_answers_follow_the_event_times(drawn: list[tuple[Scene, list[Task
         else:
             expected = first if "first" in task.question else second
             assert task.answer.lower() == expected.caption.lower()
+
+
+def test_offset_samples_are_windows_with_shifted_times() -> None:
+    import index
+    from recipe.data import SampleSpec, make_sample
+
+    world = WorldParams(min_seconds=6.0, max_seconds=12.0)
+    kinds = ("grounding", "qa", "caption", "count", "order")
+    plain = SampleSpec(frame_px=64, world=world, questions=12, kinds=kinds)
+    shifted = SampleSpec(frame_px=64, world=world, questions=12, kinds=kinds,
+                         max_offset_seconds=300.0, offset_probability=1.0)
+    seen_kinds: set[str] = set()
+    for seed in range(6):
+        a, b = make_sample(seed, plain), make_sample(seed, shifted)
+        offset = float(b.seconds[0] - a.seconds[0])
+        assert 0 < offset <= 300 and round(offset, 1) == pytest.approx(offset)
+        np.testing.assert_allclose(b.seconds - a.seconds, offset)
+        np.testing.assert_array_equal(a.frames, b.frames)
+        assert [t.kind for t in a.tasks] == [t.kind for t in b.tasks]
+        for ta, tb in zip(a.tasks, b.tasks, strict=True):
+            seen_kinds.add(ta.kind)
+            if ta.spans:
+                np.testing.assert_allclose(np.subtract(tb.spans, ta.spans), offset)
+            if ta.kind in ("grounding", "caption"):
+                parse = index.parse_dense_captions if ta.kind == "caption" else index.parse_spans
+                got = [(s.start_seconds, s.end_seconds) for s in parse(tb.answer, duration_seconds=1e6)]
+                np.testing.assert_allclose(got, [(s + offset, e + offset) for s, e in ta.spans], atol=1e-6)
+            elif ta.kind == "qa":
+                assert tb.at_seconds == pytest.approx(ta.at_seconds + offset)
+                assert f"{tb.at_seconds:.1f} seconds" in tb.question and tb.answer == ta.answer
+            else:
+                assert (tb.question, tb.answer) == (ta.question, ta.answer)
+    assert seen_kinds == set(kinds)
