@@ -73,6 +73,10 @@ def train(
     frame_px: int = typer.Option(64, "--frame-px", help="Frame side in pixels (a multiple of 32)."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest synthetic video."),
     questions: int = typer.Option(8, "--questions", min=1, help="Questions per video (they share its prefix)."),
+    max_offset: float = typer.Option(
+        0.0, "--max-offset", min=0.0,
+        help="Show most samples as windows of longer videos: timestamps start at a random offset up to this many seconds.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast)."),
     recipe: str | None = typer.Option(None, "--recipe", help="'builtin': the exact schedule of the built-in model (other options ignored)."),
@@ -84,6 +88,11 @@ def train(
 
     if recipe not in (None, "builtin"):
         raise typer.BadParameter(f"--recipe {recipe!r}: the only named recipe is 'builtin'")
+    try:
+        world = dataclasses.replace(SampleSpec().world, max_seconds=max_seconds)
+        spec = SampleSpec(frame_px=frame_px, world=world, questions=questions, max_offset_seconds=max_offset)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     with tqdm(unit="step", desc="train") as bar:
 
         def progress(step: int, total: int, loss: float) -> None:
@@ -95,8 +104,6 @@ def train(
         if recipe == "builtin":
             train_builtin(out_dir, device=device, progress=progress)
         else:
-            world = dataclasses.replace(SampleSpec().world, max_seconds=max_seconds)
-            spec = SampleSpec(frame_px=frame_px, world=world, questions=questions)
             cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, sample=spec)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
