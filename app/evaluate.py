@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+# Timestamp-binding probe questions (recipe.probes) per synthetic video evaluated.
+BINDING_QUESTIONS_PER_VIDEO = 3
 
 
 def read_video(lm: Any, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -133,6 +135,7 @@ def evaluate_synthetic(
 ) -> dict[str, Any]:
     """Scores on ``videos`` held-out synthetic videos written with ``seed``."""
     from recipe.data import SampleSpec
+    from recipe.probes import binding_probe
     from recipe.synth import scene_seed, write_dataset
     from recipe.tasks import make_tasks
     from recipe.world import make_scene
@@ -160,7 +163,12 @@ def evaluate_synthetic(
             _score_captions(lm, tally, frames, seconds, duration, rows)
             if progress:
                 progress(i + 1, len(by_video))
-    return tally.summary()
+    binding = binding_probe(
+        lambda frames, seconds, question: ask(lm, frames, seconds, question, max_new_tokens=12),
+        videos=BINDING_QUESTIONS_PER_VIDEO * videos,
+        seed=seed,
+    )
+    return tally.summary() | {f"binding_{key}": value for key, value in binding.as_dict().items()}
 
 
 def _score_captions(lm: Any, tally: Tally, frames, seconds, duration: float, rows: list[dict]) -> None:

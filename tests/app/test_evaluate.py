@@ -68,6 +68,10 @@ def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch)
     assert result["grounding_queries"] > 0 and result["caption_events"] > 0 and result["qa_questions"] > 0
     assert result["r1_at_0_7"] == 1.0 and result["miou"] == pytest.approx(1.0)
     assert result["qa_exact"] == 1.0 and result["caption_recall"] == 1.0 and result["caption_precision"] == 1.0
+    # The probe's questions are not the oracle's: it answers "no idea", named no colour.
+    assert result["binding_questions"] == evaluate.BINDING_QUESTIONS_PER_VIDEO
+    assert result["binding_accuracy"] == 0.0 and result["binding_last_pair_rate"] == 0.0
+    assert 0.0 < result["binding_chance"] < 1.0
 
 
 def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatch):

@@ -1,0 +1,51 @@
+"""The timestamp-binding probe scores hand-made answerers with known behaviour."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from recipe.probes import binding_probe, colour_pairs_video, named_colour
+from recipe.scene import BACKGROUND_COLOURS
+
+
+def _asked_seconds(question: str) -> float:
+    return float(re.search(r"at ([\d.]+) seconds", question).group(1))
+
+
+def _colour_of(frame) -> str:
+    rgb = tuple(int(v) for v in frame[0, 0])
+    return next(name for name, value in BACKGROUND_COLOURS.items() if tuple(value) == rgb)
+
+
+def oracle(frames, seconds, question) -> str:
+    pair = int(np.argmin(np.abs(seconds[::2] + 0.25 - _asked_seconds(question))))
+    return f"The background is {_colour_of(frames[2 * pair])}."
+
+
+def last_pair(frames, seconds, question) -> str:
+    return f"{_colour_of(frames[-1]).capitalize()}."
+
+
+def test_an_answerer_that_reads_the_clock_scores_one():
+    scores = binding_probe(oracle, videos=25, seed=3)
+    assert scores.accuracy == 1.0 and scores.last_pair_rate == 0.0 and scores.questions == 25
+    assert 0.1 < scores.chance < 0.6
+
+
+def test_an_answerer_that_reads_the_last_pair_is_caught():
+    scores = binding_probe(last_pair, videos=25, seed=3)
+    assert scores.last_pair_rate == 1.0 and scores.accuracy < 0.5
+
+
+def test_probe_videos_and_colour_names():
+    frames, seconds, colours = colour_pairs_video(np.random.default_rng(0), 5, frame_px=32)
+    assert frames.shape == (10, 32, 32, 3) and seconds.tolist() == [i / 2 for i in range(10)]
+    assert all(a != b for a, b in zip(colours, colours[1:], strict=False))
+    assert [_colour_of(frames[2 * k + 1]) for k in range(5)] == colours
+    assert named_colour("Dark green.") == "dark green" and named_colour("It is grey, not teal") == "grey"
+    assert named_colour("No idea.") is None
+    with pytest.raises(ValueError):
+        binding_probe(oracle, min_pairs=1)
