@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from recipe.probes import colour_pairs_video, lookup_tasks
 from recipe.tasks import Task, TaskKind, make_tasks, qa_tasks_at, shift_task, stable_tenths
 from recipe.world import Scene, WorldParams, make_scene, render_frames
 
@@ -38,6 +39,11 @@ class SampleSpec:
     to that many seconds). The product shows the model such windows with their absolute times,
     and a model that only ever saw clocks starting at 0 answers from the position of a frame
     instead of reading its timestamp.
+
+    ``lookups`` is the probability that a sample is a timestamp lookup instead
+    (:func:`recipe.probes.lookup_tasks`): ``lookup_pairs`` frame pairs of solid background
+    colours, asked "what colour at T?" and "when is it X?", where nothing but the tie between a
+    frame pair and its timestamp is left to learn.
     """
 
     frame_px: int = 96
@@ -50,10 +56,17 @@ class SampleSpec:
     focuses: tuple[str, ...] | None = None
     max_offset_seconds: float = 0.0
     offset_probability: float = 0.8
+    lookups: float = 0.0
+    lookup_pairs: tuple[int, int] = (1, 6)
 
     def __post_init__(self) -> None:
         if self.questions < 1:
             raise ValueError(f"questions={self.questions}: expected >= 1")
+        if not 0 <= self.lookups <= 1 or not 1 <= self.lookup_pairs[0] <= self.lookup_pairs[1]:
+            raise ValueError(
+                f"lookups={self.lookups}, lookup_pairs={self.lookup_pairs}: expected a "
+                f"probability in [0, 1] and 1 <= min <= max pairs"
+            )
         if self.max_offset_seconds < 0 or not 0 <= self.offset_probability <= 1:
             raise ValueError(
                 f"max_offset_seconds={self.max_offset_seconds}, offset_probability="
@@ -64,7 +77,7 @@ class SampleSpec:
 @dataclass(frozen=True)
 class Sample:
     seed: int
-    scene: Scene
+    scene: Scene | None  # None for a timestamp lookup
     tasks: tuple[Task, ...]
     frames: np.ndarray  # uint8 [T, H, W, 3]
     seconds: np.ndarray  # float64 [T]
@@ -100,6 +113,12 @@ def planned_seconds(frame_seconds: np.ndarray, *, fps: float, max_frames: int) -
 def make_sample(seed: int, spec: SampleSpec) -> Sample:
     """One training sample (a video and ``spec.questions`` tasks), fully determined by ``seed``."""
     rng = np.random.default_rng(seed)
+    if spec.lookups and rng.random() < spec.lookups:
+        pairs = int(rng.integers(spec.lookup_pairs[0], spec.lookup_pairs[1] + 1))
+        frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=spec.frame_px)
+        tasks = lookup_tasks(rng, seconds, colours)
+        order = rng.permutation(len(tasks))
+        return Sample(seed, None, tuple(tasks[i] for i in order), frames, seconds)
     scene = make_scene(seed, spec.world)
     sample = _still_sample(seed, scene, rng, spec) if spec.stills else _video_sample(seed, scene, rng, spec)
     if spec.max_offset_seconds and rng.random() < spec.offset_probability:

@@ -49,3 +49,31 @@ def test_probe_videos_and_colour_names():
     assert named_colour("No idea.") is None
     with pytest.raises(ValueError):
         binding_probe(oracle, min_pairs=1)
+
+
+def test_lookup_samples_ask_both_ways_about_solid_colour_pairs():
+    from recipe.data import SampleSpec, make_sample
+    from vidlm.processor import frame_pair_seconds
+
+    spec = SampleSpec(frame_px=32, lookups=1.0, lookup_pairs=(2, 5))
+    kinds = set()
+    for seed in range(12):
+        sample = make_sample(seed, spec)
+        assert sample.scene is None and 4 <= len(sample.frames) <= 10
+        colours = [_colour_of(sample.frames[2 * k]) for k in range(len(sample.frames) // 2)]
+        shown = [f"{t:.1f}" for t in frame_pair_seconds(sample.seconds)]
+        for task in sample.tasks:
+            kinds.add(task.kind)
+            if task.kind == "qa":
+                pair = shown.index(re.search(r"at ([\d.]+) seconds", task.question, re.I).group(1))
+                assert task.answer == f"{colours[pair].capitalize()}."
+            else:
+                (start, end), = task.spans
+                pair = int(start)
+                assert end == start + 1 and colours.count(colours[pair]) == 1
+                assert colours[pair] in task.question and task.answer == f"From {start:.1f} to {end:.1f} seconds."
+    assert kinds == {"qa", "grounding"}
+    plain = SampleSpec(frame_px=32)
+    assert make_sample(3, plain).scene is not None
+    with pytest.raises(ValueError, match="lookups"):
+        SampleSpec(lookups=1.5)
