@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from recipe.scene import BACKGROUND_COLOURS
-from recipe.tasks import BACKGROUND_TEMPLATES, Task, span_answer
-from vidlm.processor import frame_pair_seconds, timestamp_text
+from recipe.tasks import BACKGROUND_TEMPLATES, Task, colour_answer, format_seconds, span_answer
+from vidlm.processor import frame_pair_seconds
 
 # Answers a question about a video: (frames uint8 [T, H, W, 3], seconds [T], question) -> text.
 Answerer = Callable[[np.ndarray, np.ndarray, str], str]
@@ -74,9 +74,9 @@ def lookup_tasks(
     tasks = []
     for _ in range(qa):
         k = int(rng.integers(len(colours)))
-        t = timestamp_text(shown[k])[1:-len(" seconds>")]
-        question = BACKGROUND_TEMPLATES[int(rng.integers(len(BACKGROUND_TEMPLATES)))].format(t=t)
-        tasks.append(Task("qa", question, f"{colours[k][:1].upper()}{colours[k][1:]}.", at_seconds=shown[k]))
+        template = BACKGROUND_TEMPLATES[int(rng.integers(len(BACKGROUND_TEMPLATES)))]
+        question = template.format(t=format_seconds(shown[k]))
+        tasks.append(Task("qa", question, colour_answer(colours[k]), at_seconds=shown[k]))
     once = [k for k, c in enumerate(colours) if colours.count(c) == 1]
     for k in rng.permutation(once)[:grounding]:
         k = int(k)
@@ -124,8 +124,9 @@ def binding_probe(
         pairs = int(rng.integers(min_pairs, max_pairs + 1))
         frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=frame_px)
         asked = int(rng.integers(pairs))
-        shown = timestamp_text(frame_pair_seconds(seconds)[asked])  # "<12.3 seconds>", as prompted
-        said = named_colour(answer(frames, seconds, f"What colour is the background at {shown[1:-1]}?"))
+        # Asked at the pair's time as its prompt shows it ("<12.3 seconds>").
+        question = BACKGROUND_TEMPLATES[0].format(t=format_seconds(frame_pair_seconds(seconds)[asked]))
+        said = named_colour(answer(frames, seconds, question))
         right += said == colours[asked]
         chance += colours.count(colours[asked]) / pairs  # a pair picked at random
         if colours[-1] != colours[asked]:

@@ -132,13 +132,19 @@ def span_answer(start_seconds: float, end_seconds: float) -> str:
     return f"From {format_seconds(start_seconds)} to {format_seconds(end_seconds)} seconds."
 
 
+def caption_line(start_seconds: float, end_seconds: float, caption: str) -> str:
+    """One dense-caption line: ``From S to E seconds: <caption>``."""
+    return f"From {format_seconds(start_seconds)} to {format_seconds(end_seconds)} seconds: {caption}"
+
+
 def dense_captions(events: tuple[Event, ...] | list[Event]) -> str:
     """All events, one per line: ``From S to E seconds: <caption>``."""
-    return "\n".join(
-        f"From {format_seconds(e.start_seconds)} to {format_seconds(e.end_seconds)} seconds: "
-        f"{e.caption}"
-        for e in events
-    )
+    return "\n".join(caption_line(e.start_seconds, e.end_seconds, e.caption) for e in events)
+
+
+def colour_answer(colour: str) -> str:
+    """The answer naming a colour: "dark green" -> ``Dark green.``"""
+    return f"{_cap(colour)}."
 
 
 def count_answer(count: int) -> str:
@@ -220,7 +226,7 @@ def _qa_at(scene: Scene, rng: np.random.Generator, tenths: int, focus: str) -> T
     elif focus == "objects":
         q, a = _pick(rng, OBJECTS_TEMPLATES), _listing(snap.objects, None)
     elif focus == "background":
-        q, a = _pick(rng, BACKGROUND_TEMPLATES), f"{_cap(snap.background)}."
+        q, a = _pick(rng, BACKGROUND_TEMPLATES), colour_answer(snap.background)
     elif focus == "text":
         q, a = _pick(rng, TEXT_TEMPLATES), f"{snap.text}." if snap.text else "No text."
     elif focus == "how_many":
@@ -232,7 +238,7 @@ def _qa_at(scene: Scene, rng: np.random.Generator, tenths: int, focus: str) -> T
             return None
         shape = singles[int(rng.integers(len(singles)))]
         colour = next(o.rsplit(" ", 1)[0] for o in snap.objects if o.endswith(f" {shape}"))
-        q, a = _pick(rng, SHAPE_COLOUR_TEMPLATES).replace("{shape}", shape), f"{_cap(colour)}."
+        q, a = _pick(rng, SHAPE_COLOUR_TEMPLATES).replace("{shape}", shape), colour_answer(colour)
     return Task("qa", q.format(t=t), a, at_seconds=seconds)
 
 
@@ -348,7 +354,7 @@ def shift_task(task: Task, scene: Scene, offset_seconds: float) -> Task:
         return replace(task, answer=span_answer(*spans[0]), spans=spans)
     if task.kind == "caption" and task.event_indices:
         lines = [
-            f"From {format_seconds(s)} to {format_seconds(e)} seconds: {scene.events[i].caption}"
+            caption_line(s, e, scene.events[i].caption)
             for (s, e), i in zip(spans, task.event_indices, strict=True)
         ]
         return replace(task, answer="\n".join(lines), spans=spans)

@@ -60,7 +60,7 @@ class Linear(nn.Linear):
         blocks = next((b for b in (16, 8, 4, 2) if n % b == 0 and n // b >= 64), 1)
         if blocks == 1:
             return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, k).to(self.weight.dtype)
+        flat = x.reshape(rows, k)
         out = torch.bmm(self.weight.view(blocks, n // blocks, k), flat.t().expand(blocks, k, rows))
         out = out.permute(2, 0, 1).reshape(*x.shape[:-1], n)
         return out if self.bias is None else out + self.bias
