@@ -1,11 +1,13 @@
 """Generation: chunked prefill into a preallocated KV cache, then token-by-token decoding.
 
-Unusual here: the prompt is prefilled in chunks (the vision tower runs once, positions and
-DeepStack features are sliced per chunk), so peak activation memory depends on the chunk, not
-on the prompt length. Sampling follows the reference's order: repetition penalty (over prompt
-and output, multiplicative), presence penalty (over output tokens only, additive, as in the
-OpenAI/vLLM convention), then temperature, top-k and top-p. Batches are left- or right-padded
-prompts; finished rows emit the pad token until every row is done.
+Unusual here: the prompt is prefilled in chunks, and the vision tower's output is streamed
+into them: a chunk of frame pairs is encoded when the prefill reaches its first placeholder,
+so neither the prompt's embeddings nor its visual and DeepStack features are ever held whole;
+peak activation memory depends on the chunks, not on the prompt length. Sampling follows the
+reference's order: repetition penalty (over prompt and output, multiplicative), presence
+penalty (over output tokens only, additive, as in the OpenAI/vLLM convention), then
+temperature, top-k and top-p. Batches are left- or right-padded prompts; finished rows emit
+the pad token until every row is done.
 
 Shapes: B batch, L prompt tokens, V vocab.
 """
@@ -22,7 +24,8 @@ import torch
 
 from .decoder import DeepStack
 from .kv_cache import KVCache
-from .model import Qwen3VL, padding_mask
+from .model import VISION_CHUNK_PAIRS, Qwen3VL, padding_mask
+from .positions import IMAGE, VIDEO
 from .prefix_cache import PrefixCache
 from .vision import VisualFeatures
 from .visual_cache import VisualCache, features_key
@@ -170,6 +173,75 @@ def _prompt_embeds(
     return embeds[:, skip:], _chunk_deepstack(deepstack, skip, input_ids.shape[1])
 
 
+class _FeatureRows:
+    """A vision-tower stream handed out row by row in sequence order; a frame-pair chunk is
+    computed only when the prefill reaches its first placeholder, so at most one chunk of
+    visual and DeepStack features is held at a time."""
+
+    def __init__(self, parts: Iterator[VisualFeatures], name: str, expected: int) -> None:
+        self._parts = parts
+        self._held: VisualFeatures | None = None
+        self._name = name
+        self._expected = expected
+
+    def take(self, n: int) -> VisualFeatures | None:
+        """The next ``n`` rows (None for none).
+
+        Raises:
+            ValueError: the pixels hold fewer features than the prompt has placeholders.
+        """
+        if n == 0:
+            return None
+        pieces: list[VisualFeatures] = []
+        need = n
+        while need:
+            if self._held is None:
+                self._held = next(self._parts, None)
+                if self._held is None:
+                    raise self._mismatch("fewer")
+            held = self._held
+            k = min(need, held.tokens.shape[0])
+            pieces.append(VisualFeatures(held.tokens[:k], [f[:k] for f in held.deepstack]))
+            rest = held.tokens.shape[0] - k
+            self._held = VisualFeatures(held.tokens[k:], [f[k:] for f in held.deepstack]) if rest else None
+            need -= k
+        if len(pieces) == 1:
+            return pieces[0]
+        return VisualFeatures(
+            torch.cat([p.tokens for p in pieces]),
+            [torch.cat(level) for level in zip(*(p.deepstack for p in pieces), strict=True)],
+        )
+
+    def finish(self) -> None:
+        """Raises ValueError if the pixels hold more features than the prompt took."""
+        if self._held is not None or next(self._parts, None) is not None:
+            raise self._mismatch("more")
+
+    def _mismatch(self, how: str) -> ValueError:
+        return ValueError(
+            f"{self._expected} {self._name} placeholder tokens but {how} {self._name} features"
+        )
+
+
+def _feature_streams(
+    model: Qwen3VL, batch: dict[str, torch.Tensor], chunk_pairs: int | None
+) -> dict[int, _FeatureRows]:
+    """One row stream per visual kind the prompt has (IMAGE / VIDEO -> rows)."""
+    types = batch["mm_token_type_ids"]
+    streams = {}
+    for kind, name, pixels_name, grid_name in (
+        (IMAGE, "image", "pixel_values", "image_grid_thw"), (VIDEO, "video", "pixel_values_videos", "video_grid_thw")
+    ):
+        pixels = batch.get(pixels_name)
+        if pixels is None:
+            continue
+        parts = model.model.visual.stream(
+            pixels.to(model.device), batch[grid_name], chunk_pairs=chunk_pairs or VISION_CHUNK_PAIRS
+        )
+        streams[kind] = _FeatureRows(parts, name, int((types == kind).sum()))
+    return streams
+
+
 @torch.inference_mode()
 def prefill(
     model: Qwen3VL,
@@ -183,7 +255,9 @@ def prefill(
     """Run the prompt into ``cache``; return the last position's logits [B, V] and rope deltas [B, 1].
 
     ``cache`` may already hold the prompt's first ``cache.length`` tokens (a kept prefix of an
-    earlier prompt); only the rest is run.
+    earlier prompt); only the rest is run. A whole one-row prompt without ``visual_cache``
+    streams the vision tower's features into the chunks (see the module notes); otherwise the
+    features are computed (or loaded) whole first.
 
     Args:
         batch: the processor's output (input_ids, attention_mask, mm_token_type_ids, pixels, grids).
@@ -193,11 +267,19 @@ def prefill(
     """
     input_ids = batch["input_ids"]
     attention_mask = batch.get("attention_mask")
+    types = batch.get("mm_token_type_ids")
     skip, length = cache.length, input_ids.shape[1]
     assert skip < length, "the cache must leave at least one prompt token to run"
-    embeds, deepstack = _prompt_embeds(model, batch, skip, visual_cache, vision_chunk_pairs)
+    has_pixels = batch.get("pixel_values") is not None or batch.get("pixel_values_videos") is not None
+    # Streaming: one row of a batch, the whole prompt to run, no feature cache to fill.
+    stream = has_pixels and types is not None and skip == 0 and input_ids.shape[0] == 1 and visual_cache is None
+    streams: dict[int, _FeatureRows] = {}
+    if stream:
+        streams = _feature_streams(model, batch, vision_chunk_pairs)
+    else:
+        embeds, deepstack = _prompt_embeds(model, batch, skip, visual_cache, vision_chunk_pairs)
     position_ids, rope_deltas = model.positions(
-        input_ids, attention_mask, batch.get("mm_token_type_ids"), batch.get("image_grid_thw"),
+        input_ids, attention_mask, types, batch.get("image_grid_thw"),
         batch.get("video_grid_thw"), position_ids=None, rope_deltas=None, cache=None,
     )
     position_ids = position_ids[:, :, skip:].to(model.device)
@@ -206,11 +288,22 @@ def prefill(
     for start in range(0, length - skip, step):
         end = min(start + step, length - skip)
         keys_mask = None if attention_mask is None else attention_mask[:, : skip + end]
+        if stream:
+            assert types is not None
+            chunk_types = types[:, start:end]
+            rows = {kind: s.take(int((chunk_types == kind).sum())) for kind, s in streams.items()}
+            chunk_embeds, chunk_deepstack = model.embed(
+                input_ids[:, start:end], mm_token_type_ids=chunk_types,
+                images=rows.get(IMAGE), videos=rows.get(VIDEO),
+            )
+        else:
+            chunk_embeds, chunk_deepstack = embeds[:, start:end], _chunk_deepstack(deepstack, start, end)
         hidden = model.model.language_model(
-            embeds[:, start:end], position_ids[:, :, start:end], cache=cache,
-            key_padding_mask=padding_mask(keys_mask, model.device),
-            deepstack=_chunk_deepstack(deepstack, start, end),
+            chunk_embeds, position_ids[:, :, start:end], cache=cache,
+            key_padding_mask=padding_mask(keys_mask, model.device), deepstack=chunk_deepstack,
         )
+    for s in streams.values():
+        s.finish()
     assert hidden is not None, "empty prompt"
     return model.lm_head(hidden[:, -1]), rope_deltas
 

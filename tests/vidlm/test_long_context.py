@@ -85,3 +85,44 @@ def test_chunked_prefill_at_64k_tokens_equals_one_pass(model):
     whole = last_logits(model, ids, None)
     chunked = last_logits(model, ids, 4096)
     assert (chunked - whole).abs().max().item() <= 1e-4
+
+
+@torch.no_grad()
+def test_streamed_visual_features_equal_the_whole_prompt_pass(model):
+    """Prefill encodes frame pairs chunk by chunk as it reaches them; equal to one full forward."""
+    from vidlm.positions import VIDEO
+
+    grid = torch.tensor([[5, 4, 4]])  # 5 frame pairs of 4 merged tokens each
+    pairs, per_pair = 5, 4
+    ids = [1, 2, 3]
+    for k in range(pairs):
+        ids += [10 + k, 11, 5] + [model.config.video_token_id] * per_pair + [6]
+    ids += [7, 8]
+    input_ids = torch.tensor([ids])
+    pixels = torch.randn(int(grid.prod()), 1536, generator=torch.Generator().manual_seed(2))
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+             "mm_token_type_ids": (input_ids == model.config.video_token_id).long() * VIDEO,
+             "pixel_values_videos": pixels, "video_grid_thw": grid}
+    whole = model(**batch).logits[:, -1]
+    # Chunks of 5 tokens and 2-pair vision chunks: pairs straddle prefill chunks.
+    for chunk, pairs_per_pass in ((5, 2), (3, 1), (None, 32)):
+        got, _ = prefill(model, batch, empty_cache(model, input_ids.shape[1]), chunk_size=chunk,
+                         vision_chunk_pairs=pairs_per_pass)
+        torch.testing.assert_close(got, whole, atol=1e-5, rtol=1e-5)
+    # Streamed, not encoded whole up front: the tower's passes interleave with the decoder's.
+    events: list[str] = []
+    hooks = [model.model.visual.merger.register_forward_hook(lambda *_: events.append("vision")),
+             model.model.language_model.register_forward_hook(lambda *_: events.append("decoder"))]
+    try:
+        prefill(model, batch, empty_cache(model, input_ids.shape[1]), chunk_size=5, vision_chunk_pairs=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert events.count("vision") == pairs
+    assert events.index("vision") > 0 and "".join(e[0] for e in events).count("dv") >= 2
+    # A grid with one frame pair more than the prompt has runs for: caught, not silently dropped.
+    fewer_runs = torch.tensor([ids[: ids.index(7) - (3 + per_pair + 1)] + [7, 8]])
+    extra = {**batch, "input_ids": fewer_runs, "attention_mask": torch.ones_like(fewer_runs),
+             "mm_token_type_ids": (fewer_runs == model.config.video_token_id).long() * VIDEO}
+    with pytest.raises(ValueError, match="16 video placeholder tokens but more video features"):
+        prefill(model, extra, empty_cache(model, fewer_runs.shape[1]), chunk_size=5)
