@@ -43,7 +43,8 @@ class SampleSpec:
     ``lookups`` is the probability that a sample is a timestamp lookup instead
     (:func:`recipe.probes.lookup_tasks`): ``lookup_pairs`` frame pairs of solid background
     colours, asked "what colour at T?" and "when is it X?", where nothing but the tie between a
-    frame pair and its timestamp is left to learn.
+    frame pair and its timestamp is left to learn. Offsets apply to lookups too: from a clock
+    that starts at 0 a model learns "T seconds is the T-th pair", which fails on windows.
     """
 
     frame_px: int = 96
@@ -116,6 +117,8 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
     if spec.lookups and rng.random() < spec.lookups:
         pairs = int(rng.integers(spec.lookup_pairs[0], spec.lookup_pairs[1] + 1))
         frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=spec.frame_px)
+        if spec.max_offset_seconds and rng.random() < spec.offset_probability:
+            seconds = seconds + int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
         tasks = lookup_tasks(rng, seconds, colours)
         order = rng.permutation(len(tasks))
         return Sample(seed, None, tuple(tasks[i] for i in order), frames, seconds)

@@ -51,14 +51,17 @@ def test_probe_videos_and_colour_names():
         binding_probe(oracle, min_pairs=1)
 
 
-def test_lookup_samples_ask_both_ways_about_solid_colour_pairs():
+@pytest.mark.parametrize("max_offset", [0.0, 90.0])
+def test_lookup_samples_ask_both_ways_about_solid_colour_pairs(max_offset):
     from recipe.data import SampleSpec, make_sample
     from vidlm.processor import frame_pair_seconds
 
-    spec = SampleSpec(frame_px=32, lookups=1.0, lookup_pairs=(2, 5))
-    kinds = set()
+    spec = SampleSpec(frame_px=32, lookups=1.0, lookup_pairs=(2, 5), max_offset_seconds=max_offset,
+                      offset_probability=1.0)
+    kinds, starts = set(), set()
     for seed in range(12):
         sample = make_sample(seed, spec)
+        starts.add(float(sample.seconds[0]))
         assert sample.scene is None and 4 <= len(sample.frames) <= 10
         colours = [_colour_of(sample.frames[2 * k]) for k in range(len(sample.frames) // 2)]
         shown = [f"{t:.1f}" for t in frame_pair_seconds(sample.seconds)]
@@ -69,10 +72,13 @@ def test_lookup_samples_ask_both_ways_about_solid_colour_pairs():
                 assert task.answer == f"{colours[pair].capitalize()}."
             else:
                 (start, end), = task.spans
-                pair = int(start)
+                pair = round(start - sample.seconds[0])
+                assert start == pytest.approx(sample.seconds[2 * pair])
                 assert end == start + 1 and colours.count(colours[pair]) == 1
                 assert colours[pair] in task.question and task.answer == f"From {start:.1f} to {end:.1f} seconds."
     assert kinds == {"qa", "grounding"}
+    # Shifted clocks: every sample starts at its own whole tenth of a second.
+    assert starts == {0.0} if not max_offset else (len(starts) > 6 and max(starts) <= max_offset)
     plain = SampleSpec(frame_px=32)
     assert make_sample(3, plain).scene is not None
     with pytest.raises(ValueError, match="lookups"):
