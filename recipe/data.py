@@ -43,7 +43,8 @@ class SampleSpec:
     ``lookups`` is the probability that a sample is a timestamp lookup instead
     (:func:`recipe.probes.lookup_tasks`): ``lookup_pairs`` frame pairs of solid background
     colours, asked "what colour at T?" and "when is it X?", where nothing but the tie between a
-    frame pair and its timestamp is left to learn. Offsets apply to lookups too: from a clock
+    frame pair and its timestamp is left to learn; with ``lookup_run`` > 1 a colour holds for up
+    to that many pairs, so "when" spans several pairs, as a world's background does. Offsets apply to lookups too: from a clock
     that starts at 0 a model learns "T seconds is the T-th pair", which fails on windows.
     """
 
@@ -59,14 +60,16 @@ class SampleSpec:
     offset_probability: float = 0.8
     lookups: float = 0.0
     lookup_pairs: tuple[int, int] = (1, 6)
+    lookup_run: int = 1
 
     def __post_init__(self) -> None:
         if self.questions < 1:
             raise ValueError(f"questions={self.questions}: expected >= 1")
-        if not 0 <= self.lookups <= 1 or not 1 <= self.lookup_pairs[0] <= self.lookup_pairs[1]:
+        pairs_ok = 1 <= self.lookup_pairs[0] <= self.lookup_pairs[1] and self.lookup_run >= 1
+        if not 0 <= self.lookups <= 1 or not pairs_ok:
             raise ValueError(
-                f"lookups={self.lookups}, lookup_pairs={self.lookup_pairs}: expected a "
-                f"probability in [0, 1] and 1 <= min <= max pairs"
+                f"lookups={self.lookups}, lookup_pairs={self.lookup_pairs}, lookup_run={self.lookup_run}: "
+                f"expected a probability in [0, 1], 1 <= min <= max pairs and runs >= 1"
             )
         if self.max_offset_seconds < 0 or not 0 <= self.offset_probability <= 1:
             raise ValueError(
@@ -116,7 +119,7 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
     rng = np.random.default_rng(seed)
     if spec.lookups and rng.random() < spec.lookups:
         pairs = int(rng.integers(spec.lookup_pairs[0], spec.lookup_pairs[1] + 1))
-        frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=spec.frame_px)
+        frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=spec.frame_px, max_run=spec.lookup_run)
         if spec.max_offset_seconds and rng.random() < spec.offset_probability:
             seconds = seconds + int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
         tasks = lookup_tasks(rng, seconds, colours)

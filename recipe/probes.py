@@ -44,13 +44,20 @@ class BindingScores:
 
 
 def colour_pairs_video(
-    rng: np.random.Generator, pairs: int, *, frame_px: int = 64
+    rng: np.random.Generator, pairs: int, *, frame_px: int = 64, max_run: int = 1
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Frames uint8 ``[2*pairs, px, px, 3]``, their seconds (2 fps) and each pair's colour name."""
+    """Frames uint8 ``[2*pairs, px, px, 3]``, their seconds (2 fps) and each pair's colour name.
+
+    The colour holds for runs of 1 to ``max_run`` pairs (1: it changes at every pair);
+    neighbouring runs differ.
+    """
     names = list(BACKGROUND_COLOURS)
     colours = [names[int(rng.integers(len(names)))]]
     while len(colours) < pairs:
         colours.append(str(rng.choice([n for n in names if n != colours[-1]])))
+    if max_run > 1:
+        lengths = rng.integers(1, max_run + 1, size=pairs)
+        colours = [c for c, n in zip(colours, lengths, strict=True) for _ in range(int(n))][:pairs]
     frames = np.empty((2 * pairs, frame_px, frame_px, 3), dtype=np.uint8)
     for k, name in enumerate(colours):
         frames[2 * k : 2 * k + 2] = BACKGROUND_COLOURS[name]
@@ -58,17 +65,28 @@ def colour_pairs_video(
     return frames, seconds, colours
 
 
+def colour_runs(colours: list[str]) -> list[tuple[int, int, str]]:
+    """(first pair, last pair, colour) of each run of equal neighbouring colours."""
+    runs: list[tuple[int, int, str]] = []
+    for k, c in enumerate(colours):
+        if runs and runs[-1][2] == c:
+            runs[-1] = (runs[-1][0], k, c)
+        else:
+            runs.append((k, k, c))
+    return runs
+
+
 def lookup_tasks(
     rng: np.random.Generator, seconds: np.ndarray, colours: list[str], *, qa: int = 3, grounding: int = 5
 ) -> list[Task]:
     """Timestamp lookups about a :func:`colour_pairs_video`, both ways: ``qa`` colour questions at
     pair timestamps (as the prompt shows them) and up to ``grounding`` "when is the background
-    X?" questions for colours that fill exactly one pair (answer: the seconds that pair covers).
+    X?" questions for colours that fill exactly one run of pairs (answer: the seconds it covers).
 
     Seeing a still's colour is learned within a hundred steps, so these isolate the tie between
-    each frame pair and the timestamp before it. On 2 CPU cores a tiny model from scratch began
-    to form it only after ~3,000 such steps (over several runs with learning-rate restarts), and
-    one 3,000-step stage with a single cosine schedule did not.
+    each frame pair and the timestamp before it. A tiny model forms it within ~3,000 steps when
+    the number of pairs grows stage by stage (2, then 2-3, 2-4, 2-6, 2-8); trained on 1-16
+    pairs at once it had not after 5,000.
     """
     shown = frame_pair_seconds(seconds)
     tasks = []
@@ -77,13 +95,14 @@ def lookup_tasks(
         template = BACKGROUND_TEMPLATES[int(rng.integers(len(BACKGROUND_TEMPLATES)))]
         question = template.format(t=format_seconds(shown[k]))
         tasks.append(Task("qa", question, colour_answer(colours[k]), at_seconds=shown[k]))
-    once = [k for k, c in enumerate(colours) if colours.count(c) == 1]
-    for k in rng.permutation(once)[:grounding]:
-        k = int(k)
-        start = float(seconds[2 * k])
+    runs = colour_runs(colours)
+    named = [c for _, _, c in runs]
+    once = [r for r in runs if named.count(r[2]) == 1]
+    for i in rng.permutation(len(once))[:grounding]:
+        first, last, colour = once[int(i)]
+        span = (float(seconds[2 * first]), float(seconds[2 * last]) + PAIR_SECONDS)
         template = LOOKUP_GROUNDING_TEMPLATES[int(rng.integers(len(LOOKUP_GROUNDING_TEMPLATES)))]
-        span = (start, start + PAIR_SECONDS)
-        tasks.append(Task("grounding", template.format(c=colours[k]), span_answer(*span), (span,)))
+        tasks.append(Task("grounding", template.format(c=colour), span_answer(*span), (span,)))
     return tasks
 
 

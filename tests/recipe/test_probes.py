@@ -51,13 +51,14 @@ def test_probe_videos_and_colour_names():
         binding_probe(oracle, min_pairs=1)
 
 
-@pytest.mark.parametrize("max_offset", [0.0, 90.0])
-def test_lookup_samples_ask_both_ways_about_solid_colour_pairs(max_offset):
+@pytest.mark.parametrize(("max_offset", "run"), [(0.0, 1), (90.0, 1), (0.0, 3)])
+def test_lookup_samples_ask_both_ways_about_solid_colour_pairs(max_offset, run):
     from recipe.data import SampleSpec, make_sample
     from vidlm.processor import frame_pair_seconds
 
     spec = SampleSpec(frame_px=32, lookups=1.0, lookup_pairs=(2, 5), max_offset_seconds=max_offset,
-                      offset_probability=1.0)
+                      offset_probability=1.0, lookup_run=run)
+    longest = 0
     kinds, starts = set(), set()
     for seed in range(12):
         sample = make_sample(seed, spec)
@@ -72,11 +73,15 @@ def test_lookup_samples_ask_both_ways_about_solid_colour_pairs(max_offset):
                 assert task.answer == f"{colours[pair].capitalize()}."
             else:
                 (start, end), = task.spans
-                pair = round(start - sample.seconds[0])
-                assert start == pytest.approx(sample.seconds[2 * pair])
-                assert end == start + 1 and colours.count(colours[pair]) == 1
-                assert colours[pair] in task.question and task.answer == f"From {start:.1f} to {end:.1f} seconds."
+                first, last = round(start - sample.seconds[0]), round(end - sample.seconds[0]) - 1
+                assert start == pytest.approx(sample.seconds[2 * first])
+                # The colour fills exactly pairs first..last: one run, nowhere else.
+                inside = set(range(first, last + 1))
+                assert {k for k, c in enumerate(colours) if c == colours[first]} == inside
+                longest = max(longest, len(inside))
+                assert colours[first] in task.question and task.answer == f"From {start:.1f} to {end:.1f} seconds."
     assert kinds == {"qa", "grounding"}
+    assert longest == 1 if run == 1 else longest > 1
     # Shifted clocks: every sample starts at its own whole tenth of a second.
     assert starts == {0.0} if not max_offset else (len(starts) > 6 and max(starts) <= max_offset)
     plain = SampleSpec(frame_px=32)
