@@ -44,8 +44,9 @@ class SampleSpec:
     (:func:`recipe.probes.lookup_tasks`): ``lookup_pairs`` frame pairs of solid background
     colours, asked "what colour at T?" and "when is it X?", where nothing but the tie between a
     frame pair and its timestamp is left to learn; with ``lookup_run`` > 1 a colour holds for up
-    to that many pairs, so "when" spans several pairs, as a world's background does. Offsets apply to lookups too: from a clock
-    that starts at 0 a model learns "T seconds is the T-th pair", which fails on windows.
+    to that many pairs, so "when" spans several pairs, as a world's background does. Offsets
+    apply to lookups too: from a clock that starts at 0 a model learns "T seconds is the T-th
+    pair", which fails on windows.
     """
 
     frame_px: int = 96
