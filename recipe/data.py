@@ -121,18 +121,25 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
     if spec.lookups and rng.random() < spec.lookups:
         pairs = int(rng.integers(spec.lookup_pairs[0], spec.lookup_pairs[1] + 1))
         frames, seconds, colours = colour_pairs_video(rng, pairs, frame_px=spec.frame_px, max_run=spec.lookup_run)
-        if spec.max_offset_seconds and rng.random() < spec.offset_probability:
-            seconds = seconds + int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
+        seconds = seconds + _draw_offset(rng, spec)
         tasks = lookup_tasks(rng, seconds, colours)
         order = rng.permutation(len(tasks))
         return Sample(seed, None, tuple(tasks[i] for i in order), frames, seconds)
     scene = make_scene(seed, spec.world)
     sample = _still_sample(seed, scene, rng, spec) if spec.stills else _video_sample(seed, scene, rng, spec)
-    if spec.max_offset_seconds and rng.random() < spec.offset_probability:
-        offset = int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
+    offset = _draw_offset(rng, spec)
+    if offset:
         tasks = tuple(shift_task(t, scene, offset) for t in sample.tasks)
         sample = replace(sample, tasks=tasks, seconds=sample.seconds + offset)
     return sample
+
+
+def _draw_offset(rng: np.random.Generator, spec: SampleSpec) -> float:
+    """Where this sample's clock starts: 0, or with ``offset_probability`` a whole tenth up to
+    ``max_offset_seconds`` (draws nothing when offsets are off)."""
+    if spec.max_offset_seconds and rng.random() < spec.offset_probability:
+        return int(rng.integers(int(spec.max_offset_seconds * 10) + 1)) / 10
+    return 0.0
 
 
 def _video_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: SampleSpec) -> Sample:

@@ -30,6 +30,12 @@ from .prefix_cache import PrefixCache
 from .vision import VisualFeatures
 from .visual_cache import VisualCache, features_key
 
+# The processor's visual inputs: (placeholder kind, name, pixels key, grid key).
+VISUAL_INPUTS = (
+    (IMAGE, "image", "pixel_values", "image_grid_thw"),
+    (VIDEO, "video", "pixel_values_videos", "video_grid_thw"),
+)
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -142,7 +148,7 @@ def _encode_visuals(
         return model.encode_visual(pixels, grid, chunk_pairs=chunk_pairs)
 
     out: list[VisualFeatures | None] = []
-    for pixels_name, grid_name in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+    for _, _, pixels_name, grid_name in VISUAL_INPUTS:
         pixels = batch.get(pixels_name)
         if pixels is None:
             out.append(None)
@@ -229,9 +235,7 @@ def _feature_streams(
     """One row stream per visual kind the prompt has (IMAGE / VIDEO -> rows)."""
     types = batch["mm_token_type_ids"]
     streams = {}
-    for kind, name, pixels_name, grid_name in (
-        (IMAGE, "image", "pixel_values", "image_grid_thw"), (VIDEO, "video", "pixel_values_videos", "video_grid_thw")
-    ):
+    for kind, name, pixels_name, grid_name in VISUAL_INPUTS:
         pixels = batch.get(pixels_name)
         if pixels is None:
             continue
@@ -270,7 +274,7 @@ def prefill(
     types = batch.get("mm_token_type_ids")
     skip, length = cache.length, input_ids.shape[1]
     assert skip < length, "the cache must leave at least one prompt token to run"
-    has_pixels = batch.get("pixel_values") is not None or batch.get("pixel_values_videos") is not None
+    has_pixels = any(batch.get(pixels) is not None for _, _, pixels, _ in VISUAL_INPUTS)
     # Streaming: one row of a batch, the whole prompt to run, no feature cache to fill.
     stream = has_pixels and types is not None and skip == 0 and input_ids.shape[0] == 1 and visual_cache is None
     streams: dict[int, _FeatureRows] = {}
@@ -312,7 +316,7 @@ def visual_content_key(batch: dict[str, torch.Tensor]) -> str:
     """A hash of a prompt's image and video patches and grids ("" for a text-only prompt)."""
     parts = [
         features_key(batch[pixels], batch[grid])
-        for pixels, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw"))
+        for _, _, pixels, grid in VISUAL_INPUTS
         if batch.get(pixels) is not None
     ]
     return "+".join(parts)
