@@ -3,7 +3,9 @@
 Every measurement runs in its own subprocess (so ``ru_maxrss`` is that measurement's peak), on
 the same inputs for both sides: float32, SDPA, CPU threads as torch sets them. Prompts are
 "video prompts" laid out as the processor does (a timestamp text, then vision start, the frame
-pair's placeholder tokens and vision end, per frame pair) with random pixels.
+pair's placeholder tokens and vision end, per frame pair) with random pixels, handed over as
+each side's processor does: normalised float32 rows to the reference, uint8 rows to ours (the
+vision tower normalises them chunk by chunk, to the same float rows).
 
 - prefill: time to the first generated token (vision tower + prefill + LM head).
 - decode: tokens/s from per-token timestamps (a streamer on the reference's ``generate``, the
@@ -85,9 +87,16 @@ def build_checkpoint(folder: Path, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- inputs
-def video_batch(tokens: int, *, question_seed: int = 0, pixel_seed: int = 0) -> dict[str, Any]:
-    """A video prompt of about ``tokens`` tokens: frame pairs of ``PAIR_GRID`` with timestamps."""
+def video_batch(tokens: int, side: str, *, question_seed: int = 0, pixel_seed: int = 0) -> dict[str, Any]:
+    """A video prompt of about ``tokens`` tokens: frame pairs of ``PAIR_GRID`` with timestamps.
+
+    The pixels are the same random frames for both sides, as each side's processor hands them
+    over: normalised float32 rows for the reference, the uint8 rows that ``VideoLM.prepare``
+    gives our model (the tower normalises them chunk by chunk) for ours.
+    """
     import torch
+
+    from vidlm.image_ops import PixelNorm
 
     h, w = PAIR_GRID
     per_pair = h * w // 4
@@ -99,7 +108,10 @@ def video_batch(tokens: int, *, question_seed: int = 0, pixel_seed: int = 0) -> 
         ids += list(range(40, 45)) + [VS] + [VID] * per_pair + [VE]
     ids += text(10) + [IM_END, IM_START] + list(range(120, 122))
     input_ids = torch.tensor([ids])
-    pixels = torch.randn(pairs * h * w, 1536, generator=torch.Generator().manual_seed(pixel_seed))
+    pixels = torch.randint(0, 256, (pairs * h * w, 1536), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(pixel_seed))
+    if side == "ref":
+        pixels = PixelNorm()(pixels)
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                 mm_token_type_ids=(input_ids == VID).long() * 2, pixel_values_videos=pixels,
                 video_grid_thw=torch.tensor([[pairs, h, w]]))
@@ -168,7 +180,7 @@ def worker_generate(side: str, folder: Path, tokens: int, new_tokens: int) -> di
     import torch
 
     torch.set_grad_enabled(False)
-    batch = video_batch(tokens)
+    batch = video_batch(tokens, side)
     if side == "ref":
         stamps = timed_tokens_ref(load_ref(folder), batch, new_tokens)
     else:
@@ -181,7 +193,7 @@ def worker_followup(side: str, folder: Path, tokens: int) -> dict[str, Any]:
     import torch
 
     torch.set_grad_enabled(False)
-    first, follow = video_batch(tokens, question_seed=1), video_batch(tokens, question_seed=2)
+    first, follow = video_batch(tokens, side, question_seed=1), video_batch(tokens, side, question_seed=2)
     if side == "ref":
         return {"ttft_s": timed_tokens_ref(load_ref(folder), follow, 1)[0]}
     from vidlm.prefix_cache import PrefixCache
@@ -204,7 +216,7 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
     import PIL.Image
     import torch
 
-    from vidlm.image_ops import patchify, video_to_patches, video_to_tchw
+    from vidlm.image_ops import PixelNorm, patchify, video_to_patches, video_to_tchw
 
     height, width, mean, std = 448, 800, (0.5,) * 3, (0.5,) * 3
     base = np.random.default_rng(0).integers(0, 256, (8, 720, 1280, 3), dtype=np.uint8)
@@ -213,7 +225,7 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
     for _ in range(frames // batch_frames):
         start = time.perf_counter()
         if side == "ours":
-            rows, _ = video_to_patches(video_to_tchw(video), height, width, mean=mean, std=std, rescale_factor=1 / 255,
+            rows, _ = video_to_patches(video_to_tchw(video), height, width, norm=PixelNorm(mean, std, 1 / 255),
                                        patch_size=16, temporal_patch_size=2, merge_size=2)
         else:
             # The reference's per-image rules (PIL bicubic, rescale, normalise), frame by frame.

@@ -54,8 +54,15 @@ class VideoLM:
         return self.path.name
 
     def prepare(self, messages: Messages, *, add_generation_prompt: bool = True) -> dict[str, torch.Tensor]:
-        """Processor tensors for the messages, on the model's device."""
-        batch = self.processor(self._read_videos(messages), add_generation_prompt=add_generation_prompt)
+        """Processor tensors for the messages, on the model's device, as this model takes them.
+
+        Video rows stay uint8 (a quarter of the float32 rows' memory, which for a long video is
+        most of the prompt's); the vision tower normalises them chunk by chunk with its
+        checkpoint's pixel settings, to the same float rows. ``processor`` itself keeps the
+        reference's float32 output, for batches handed to other stacks.
+        """
+        processor = self.processor.with_config(video_pixel_dtype="uint8")
+        batch = processor(self._read_videos(messages), add_generation_prompt=add_generation_prompt)
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
     def generate(

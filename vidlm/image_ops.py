@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -239,12 +240,30 @@ def normalize_patches(
     into mean/std), applied after ``patchify`` rather than before: cutting patches out of uint8
     moves a quarter of the bytes, and the float rows are written once and normalised in place.
     """
-    mean_t = torch.tensor(mean, dtype=torch.float32) * (1.0 / rescale_factor)
-    std_t = torch.tensor(std, dtype=torch.float32) * (1.0 / rescale_factor)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=rows.device) * (1.0 / rescale_factor)
+    std_t = torch.tensor(std, dtype=torch.float32, device=rows.device) * (1.0 / rescale_factor)
     out = rows.to(torch.float32, memory_format=torch.contiguous_format)
     per_channel = out.view(out.shape[0], channels, -1)
     per_channel.sub_(mean_t[:, None]).div_(std_t[:, None])
     return out
+
+
+@dataclass(frozen=True)
+class PixelNorm:
+    """How uint8 patch rows become the vision tower's input: ``(x * rescale - mean) / std`` per channel.
+
+    The defaults are the released Qwen3-VL checkpoints' (mean = std = 0.5, rescale 1/255).
+    """
+
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    rescale_factor: float = 1 / 255
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 rows [N, C*tp*p*p] -> float32 rows, exactly as ``normalize_patches``."""
+        return normalize_patches(
+            rows, channels=len(self.mean), mean=self.mean, std=self.std, rescale_factor=self.rescale_factor
+        )
 
 
 # ------------------------------------------------------------------------------ patchify
@@ -281,22 +300,21 @@ def video_to_patches(
     height: int,
     width: int,
     *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    rescale_factor: float,
+    norm: PixelNorm | None,
     patch_size: int,
     temporal_patch_size: int,
     merge_size: int,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """uint8 ``[T, 3, H, W]`` -> normalised float32 patch rows at ``height`` x ``width`` and the grid.
+    """uint8 ``[T, 3, H, W]`` -> patch rows at ``height`` x ``width`` and the grid.
 
-    The whole video pipeline in bulk: resize (uint8), cut patches (uint8), normalise (float32).
+    The whole video pipeline in bulk: resize (uint8), cut patches (uint8), then normalise with
+    ``norm`` to float32; with ``norm=None`` the rows stay uint8 (a quarter of the bytes) for a
+    vision tower that normalises them itself, chunk by chunk (``VisionModel.pixel_norm``).
     """
     resized = resize_video_bicubic(frames, height, width)
     rows, grid = patchify(
         resized, patch_size=patch_size, temporal_patch_size=temporal_patch_size, merge_size=merge_size
     )
-    patches = normalize_patches(
-        rows, channels=resized.shape[1], mean=mean, std=std, rescale_factor=rescale_factor
-    )
-    return patches, grid
+    if norm is None:
+        return rows.contiguous(), grid
+    return norm(rows), grid

@@ -15,17 +15,19 @@ What is unusual here:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from vidlm.image_ops import (
+    PixelNorm,
     image_to_rgb_array,
     normalize_image,
     patchify,
@@ -41,9 +43,11 @@ from vidlm.tokenizer import Tokenizer
 logger = logging.getLogger(__name__)
 
 VideoPromptLayout = Literal["qwen", "transformers"]
+VideoPixelDType = Literal["float32", "uint8"]
 PaddingSide = Literal["left", "right"]
 MM_TEXT, MM_IMAGE, MM_VIDEO = 0, 1, 2
 _LAYOUTS = ("qwen", "transformers")
+_PIXEL_DTYPES = ("float32", "uint8")
 _PADDING_SIDES = ("left", "right")
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -70,6 +74,9 @@ class ProcessorConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     rescale_factor: float = 1 / 255
     video_prompt_layout: VideoPromptLayout = "qwen"
+    # "uint8": video patch rows stay uint8 (4x fewer bytes) and the vision tower normalises them
+    # per chunk with ``pixel_norm``; "float32": normalised here, the reference's output.
+    video_pixel_dtype: VideoPixelDType = "float32"
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,11 +99,18 @@ class ProcessorConfig:
             raise ValueError(
                 f"video_prompt_layout={self.video_prompt_layout!r}; allowed: {_LAYOUTS}"
             )
+        if self.video_pixel_dtype not in _PIXEL_DTYPES:
+            raise ValueError(f"video_pixel_dtype={self.video_pixel_dtype!r}; allowed: {_PIXEL_DTYPES}")
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name}={getattr(self, name)}; expected 3 values (RGB)")
         if min(self.image_std) <= 0:
             raise ValueError(f"image_std={self.image_std}; values must be > 0")
+
+    @property
+    def pixel_norm(self) -> PixelNorm:
+        """The normalisation of pixel values (what a model fed uint8 video rows must apply)."""
+        return PixelNorm(self.image_mean, self.image_std, self.rescale_factor)
 
     @property
     def factor(self) -> int:
@@ -252,9 +266,7 @@ def process_video(frames: Any, timestamps: Sequence[float], config: ProcessorCon
         tchw,
         height,
         width,
-        mean=config.image_mean,
-        std=config.image_std,
-        rescale_factor=config.rescale_factor,
+        norm=config.pixel_norm if config.video_pixel_dtype == "float32" else None,
         patch_size=config.patch_size,
         temporal_patch_size=config.temporal_patch_size,
         merge_size=config.merge_size,
@@ -349,6 +361,12 @@ class Processor:
         self.vision_start_token = tokenizer.id_to_token(self.vision_start_token_id)
         self.vision_end_token = tokenizer.id_to_token(self.vision_end_token_id)
 
+    def with_config(self, **changes: Any) -> Processor:
+        """This processor (same tokenizer and token ids) with ``changes`` to its config."""
+        other = copy.copy(self)
+        other.config = replace(self.config, **changes)
+        return other
+
     @classmethod
     def from_dir(cls, path: str | Path, **config_overrides: Any) -> Processor:
         """Tokenizer and pixel settings from a checkpoint folder (``config_overrides`` are
@@ -369,7 +387,8 @@ class Processor:
             ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids`` int64 ``[B, L]`` (pad id on
             ``padding_side``; types 0 text, 1 image, 2 video), and when present ``pixel_values``
             float32 ``[N, 3*tp*p*p]`` + ``image_grid_thw`` int64 ``[n_images, 3]``,
-            ``pixel_values_videos`` + ``video_grid_thw`` ``[n_videos, 3]``.
+            ``pixel_values_videos`` (float32, or uint8 with ``video_pixel_dtype="uint8"``) +
+            ``video_grid_thw`` ``[n_videos, 3]``.
 
         Raises:
             ValueError: bad padding_side, an empty batch, malformed parts, or placeholders in the

@@ -23,6 +23,7 @@ from torch import nn
 
 from .attention import vision_attention
 from .config import VisionConfig
+from .image_ops import PixelNorm
 from .rope import apply_rotary, vision_cos_sin, vision_inv_freq
 
 
@@ -165,6 +166,9 @@ class VisionModel(nn.Module):
             PatchMerger(config, postshuffle_norm=True) for _ in config.deepstack_visual_indexes
         )
         self.attn_implementation: Literal["sdpa", "flash"] = "sdpa"
+        # How uint8 patch rows are normalised (the checkpoint's preprocessor settings); float
+        # rows arrive normalised already.
+        self.pixel_norm = PixelNorm()
 
     def position_embeddings(self, grid_thw: torch.Tensor) -> torch.Tensor:
         """The position table resampled to every patch [N, C]."""
@@ -178,6 +182,9 @@ class VisionModel(nn.Module):
         self, pixels: torch.Tensor, grid_thw: torch.Tensor, *, chunk_pairs: int | None = None
     ) -> VisualFeatures:
         """pixels [N, P] in the processor's layout, grid_thw [n_items, 3] -> merged features.
+
+        uint8 pixels (the processor's ``video_pixel_dtype="uint8"``) are normalised with
+        ``pixel_norm`` one chunk at a time, so the float rows are never held whole.
 
         Args:
             chunk_pairs: run at most this many images / frame pairs per pass (exact, since
@@ -201,6 +208,8 @@ class VisionModel(nn.Module):
     def _encode(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> VisualFeatures:
         cfg = self.config
         grid_cpu = grid_thw.cpu()
+        if pixels.dtype == torch.uint8:
+            pixels = self.pixel_norm(pixels)
         x = self.patch_embed(pixels)
         x = x + self.position_embeddings(grid_cpu).to(x.dtype)
         rowcol = patch_rowcol(grid_cpu, cfg.spatial_merge_size).to(x.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,6 +58,26 @@ def test_public_api_shapes(lm):
     assert logits.shape == (1, batch["input_ids"].shape[1], lm.model.config.text.vocab_size)
     prompt = lm.tokenizer.decode(batch["input_ids"][0].tolist())
     assert "<10.2 seconds><|vision_start|>" in prompt and "<11.2 seconds>" in prompt
+
+
+@pytest.mark.parametrize("stats", [None, {"image_mean": [0.48, 0.46, 0.41], "image_std": [0.27, 0.26, 0.28]}])
+def test_uint8_video_rows_give_the_float_rows_features(folder, tmp_path, stats):
+    """``prepare`` keeps video rows uint8; the tower normalises them as the processor would, with
+    the statistics of its own checkpoint folder. ``processor`` keeps the reference's float rows."""
+    if stats is not None:
+        folder = Path(shutil.copytree(folder, tmp_path / "other_stats"))
+        (folder / "preprocessor_config.json").write_text(json.dumps(stats))
+    lm = vidlm.load(folder)
+    assert lm.model.model.visual.pixel_norm == lm.processor.config.pixel_norm
+    msg = video_message("When?", seed=4)
+    raw, floats = lm.prepare(msg), lm.processor(msg)
+    assert raw["pixel_values_videos"].dtype == torch.uint8 and floats["pixel_values_videos"].dtype == torch.float32
+    a = lm.model.encode_visual(raw["pixel_values_videos"], raw["video_grid_thw"], chunk_pairs=1)
+    b = lm.model.encode_visual(floats["pixel_values_videos"], floats["video_grid_thw"], chunk_pairs=1)
+    torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
+    for x, y in zip(a.deepstack, b.deepstack, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    torch.testing.assert_close(lm.model(**raw).logits, lm.model(**floats).logits, rtol=0, atol=0)
 
 
 def test_loaded_settings_come_from_the_checkpoint(lm):

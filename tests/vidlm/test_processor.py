@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import build_tokenizer  # noqa: E402
 
 from vidlm.image_ops import (  # noqa: E402
+    PixelNorm,
     patchify,
     resize_video_bicubic,
     smart_resize_image,
@@ -333,16 +334,19 @@ def test_video_to_patches_equals_normalise_then_patchify():
         0, 256, (3, 3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(5)
     )
     mean, std = (0.48, 0.45, 0.40), (0.27, 0.26, 0.28)
-    rows, grid = video_to_patches(
-        frames, 64, 96, mean=mean, std=std, rescale_factor=1 / 255,
-        patch_size=16, temporal_patch_size=2, merge_size=2,
-    )
+    shape = dict(patch_size=16, temporal_patch_size=2, merge_size=2)
+    rows, grid = video_to_patches(frames, 64, 96, norm=PixelNorm(mean, std, 1 / 255), **shape)
+    raw, raw_grid = video_to_patches(frames, 64, 96, norm=None, **shape)
     resized = resize_video_bicubic(frames, 64, 96).float()
     scale = torch.tensor(std)[:, None, None] * 255
     normalized = (resized - torch.tensor(mean)[:, None, None] * 255) / scale
     expected, expected_grid = patchify(normalized, patch_size=16, temporal_patch_size=2, merge_size=2)
-    assert grid == expected_grid == (2, 4, 6)
+    assert grid == expected_grid == raw_grid == (2, 4, 6)
     torch.testing.assert_close(rows, expected, rtol=0, atol=0)
+    # uint8 rows are the resized pixels themselves; normalising them later gives the same rows
+    assert raw.dtype == torch.uint8
+    torch.testing.assert_close(raw.float(), patchify(resized, **shape)[0], rtol=0, atol=0)
+    torch.testing.assert_close(PixelNorm(mean, std, 1 / 255)(raw), rows, rtol=0, atol=0)
 
 
 def test_video_errors(tok):
