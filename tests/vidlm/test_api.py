@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 import tiny  # noqa: E402
 
 import vidlm  # noqa: E402
-from vidlm.generate import GenerationConfig, apply_penalties, filter_top_k_top_p  # noqa: E402
+from vidlm.generate import GenerationConfig, apply_penalties, filter_top_k_top_p, generate_ids  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,13 @@ def test_uint8_video_rows_give_the_float_rows_features(folder, tmp_path, stats):
     for x, y in zip(a.deepstack, b.deepstack, strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     torch.testing.assert_close(lm.model(**raw).logits, lm.model(**floats).logits, rtol=0, atol=0)
+    # The streamed prefill (vision chunks of one pair inside prefill chunks of 7 tokens) too.
+    greedy = GenerationConfig(max_new_tokens=6, eos_token_ids=())
+    runs = [
+        torch.stack(list(generate_ids(lm.model, b, greedy, prefill_chunk_size=7, vision_chunk_pairs=1)))
+        for b in (raw, floats)
+    ]
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_loaded_settings_come_from_the_checkpoint(lm):
