@@ -195,6 +195,8 @@ def load(
     tokenizer = Tokenizer.from_dir(folder)
     overrides = {"video_prompt_layout": video_prompt_layout} if video_prompt_layout else {}
     processor = Processor(tokenizer, ProcessorConfig.from_dir(folder, **overrides))
+    # prepare() hands video rows over uint8; the tower normalises them with these same settings.
+    network.model.visual.pixel_norm = processor.config.pixel_norm
     generation = GenerationConfig.from_dir(folder)
     if not generation.eos_token_ids and tokenizer.eos_token_id is not None:
         generation = generation.updated(eos_token_ids=(tokenizer.eos_token_id,))

@@ -23,7 +23,6 @@ from safetensors import safe_open
 
 from .config import Qwen3VLConfig
 from .model import Qwen3VL
-from .processor import ProcessorConfig
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,7 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> Qwen3VL:
-    """Build ``Qwen3VL`` from a checkpoint folder (strict), its tower normalising uint8 video rows
-    with the folder's preprocessor settings.
+    """Build ``Qwen3VL`` from a checkpoint folder (strict).
 
     Raises:
         CheckpointError: bad config, missing/unexpected keys, wrong shapes, missing files.
@@ -163,8 +161,6 @@ def build_model(
     if config.tie_word_embeddings:
         model.tie_weights()
     model = model.to(device).eval()
-    # uint8 video rows are normalised in the tower with the checkpoint's own pixel settings.
-    model.model.visual.pixel_norm = ProcessorConfig.from_dir(folder).pixel_norm
     log.info("loaded %s (%s, %.1fM parameters)", folder, config.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model
