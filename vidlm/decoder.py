@@ -114,6 +114,9 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, length, -1, self.head_dim).transpose(1, 2)
         cos, sin = ctx.cos[:, None], ctx.sin[:, None]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        # Under autocast (bf16 training) the norms and rope return float32 while v_proj gives
+        # bf16; attention takes one dtype. A no-op whenever the model runs in one dtype.
+        q, k = q.to(v.dtype), k.to(v.dtype)
         if ctx.cache is not None:
             k, v = ctx.cache.update(self.layer_idx, k, v)
         out = causal_attention(
