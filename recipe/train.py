@@ -50,6 +50,7 @@ class TrainConfig:
     model_layers: int = 4
     tokenizer_scenes: int = 400
     visual_norm_weight: float = 0.0
+    workers: int = 0
     sample: SampleSpec = field(default_factory=SampleSpec)
 
 
@@ -185,6 +186,38 @@ def branch_loss(model: Qwen3VL, branches: Branches, *, visual_norm_weight: float
     return loss
 
 
+class SampleStream(torch.utils.data.Dataset):
+    """Sample ``i`` of a run (step ``i // accumulation``, micro-batch ``i % accumulation``),
+    rendered and encoded: a pure function of ``i`` and the seed, so worker processes change
+    nothing but the speed."""
+
+    def __init__(self, cfg: TrainConfig, processor: Processor) -> None:
+        self.cfg, self.processor = cfg, processor
+
+    def __len__(self) -> int:
+        return self.cfg.steps * self.cfg.accumulation
+
+    def __getitem__(self, index: int) -> Branches:
+        return encode_branches(self.processor, make_sample(self.cfg.seed * 1_000_003 + index, self.cfg.sample))
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _as_is(branches: Branches) -> Branches:
+    return branches
+
+
+def sample_loader(cfg: TrainConfig, processor: Processor) -> torch.utils.data.DataLoader:
+    """The run's samples in order; ``cfg.workers`` processes render ahead of the model (a GPU
+    step of the tiny model is shorter than rendering and encoding its sample on one core)."""
+    workers = {"num_workers": cfg.workers, "worker_init_fn": _one_thread, "prefetch_factor": 8} if cfg.workers else {}
+    return torch.utils.data.DataLoader(
+        SampleStream(cfg, processor), batch_size=None, shuffle=False, collate_fn=_as_is, **workers
+    )
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -231,14 +264,14 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
     losses: list[float] = []
+    samples = iter(sample_loader(cfg, processor))
     start = time.time()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         total = 0.0
-        for micro in range(cfg.accumulation):
-            sample = make_sample(cfg.seed * 1_000_003 + step * cfg.accumulation + micro, cfg.sample)
-            branches = encode_branches(processor, sample).to(device)
+        for _micro in range(cfg.accumulation):
+            branches = next(samples).to(device)
             with autocast:
                 loss = branch_loss(model, branches, visual_norm_weight=cfg.visual_norm_weight) / cfg.accumulation
             loss.backward()

@@ -80,6 +80,29 @@ def test_same_seed_same_run(tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
+def test_worker_processes_give_the_same_run(tmp_path):
+    # Sample i is a function of i and the seed alone: workers change the speed, nothing else.
+    assert train(tmp_path / "a", cfg=small(3)) == train(tmp_path / "b", cfg=small(3, workers=2))
+
+
+def test_bf16_autocast_loss_and_gradients(trained):
+    # The GPU recipe trains under bf16 autocast; CPU autocast runs the same mixed-dtype graph
+    # (float32 norms and rope beside bf16 projections).
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    branches = encode_branches(lm.processor, make_sample(11, MULTI))
+    full = branch_loss(lm.model, branches).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = branch_loss(lm.model, branches)
+    mixed.backward()
+    assert mixed.item() == pytest.approx(full, rel=0.05)
+    grads = [p.grad for p in lm.model.parameters() if p.grad is not None]
+    assert len(grads) > 10 and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().max()) > 0 for g in grads)
+
+
 def test_labels_cover_only_the_answer(trained):
     out, _ = trained
     tok = Tokenizer.from_dir(out)
