@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidlm.attention import causal_attention
+from vidlm.attention import causal_attention, split_kv_decode_attention
 from vidlm.decoder import GEMV_MAX_ROWS, Linear
 
 
@@ -47,3 +47,20 @@ def test_decode_attention_grouped_heads_match_repeated_kv(keys):
         q, k.repeat_interleave(4, dim=1), v.repeat_interleave(4, dim=1)
     )
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,keys", [(1, 70_001), (2, 20_011), (1, 700)])
+def test_split_kv_decode_merges_splits_by_their_log_sum_exps(batch, keys):
+    # The CUDA decode path cuts the cache into splits (a tail when they do not divide it) and
+    # merges the splits' outputs; the CPU kernel with log-sum-exps checks the merge here.
+    gen = torch.Generator().manual_seed(keys)
+    rows = torch.randn(batch, 8, 2, 128, generator=gen)
+    k, v = (torch.randn(batch, 8, keys + 9, 128, generator=gen)[:, :, :keys] for _ in range(2))
+    k[:, :, 77] *= 5  # a key that stands out, so the softmax is not flat
+    want = F.scaled_dot_product_attention(rows, k, v)
+    got = split_kv_decode_attention(rows.bfloat16(), k.bfloat16(), v.bfloat16())
+    unsplit = F.scaled_dot_product_attention(rows.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    # As close to float32 as the unsplit bf16 kernel is (rounding q, k, v to bf16 dominates).
+    assert (got.float() - want).abs().max() <= 1.5 * (unsplit.float() - want).abs().max() + 1e-3
+    assert torch.allclose(split_kv_decode_attention(rows, k, v), want, atol=1e-5)
