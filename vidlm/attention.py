@@ -11,6 +11,7 @@ Shapes: B batch, H query heads, K kv heads, Lq/Lk query/key tokens, Dh head dim,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Literal
 
@@ -100,6 +101,19 @@ def _equal_runs(lengths: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+# Below this many cached keys one fused call reads the cache fast enough, and the split and
+# merge would only add kernel launches to a decode step that the host already bounds.
+SPLIT_KV_MIN_KEYS = 16384
+
+
+@functools.cache
+def _flash_kernel_runs_on(device: torch.device, head_dim: int) -> bool:
+    """PyTorch's flash kernel needs an Ampere or newer GPU and heads of at most 256 channels."""
+    if device.type != "cuda":
+        return device.type == "cpu"
+    return torch.cuda.get_device_capability(device)[0] >= 8 and head_dim <= 256
+
+
 def split_kv_decode_attention(rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Attention of a few query rows to all of ``k``/``v`` on CUDA, the cache read by the whole GPU.
 
@@ -107,7 +121,7 @@ def split_kv_decode_attention(rows: torch.Tensor, k: torch.Tensor, v: torch.Tens
     multiprocessors stream a 256K-token cache (3 ms a layer). Here the keys are cut into equal
     splits that run as a batch of flash-attention calls, and the splits' outputs are merged by
     their log-sum-exps (0.27 ms a layer, ~3.9 TB/s). float32, which flash-attention does not
-    take, goes through two batched products instead.
+    take, and GPUs older than Ampere go through two batched products instead.
 
     Args:
         rows: [B, K, G, Dh], the G query heads of each kv head as rows; k, v: [B, K, Lk, Dh].
@@ -116,7 +130,7 @@ def split_kv_decode_attention(rows: torch.Tensor, k: torch.Tensor, v: torch.Tens
     """
     b, kv, _, dh = rows.shape
     lk = k.shape[2]
-    if rows.dtype not in (torch.float16, torch.bfloat16):
+    if rows.dtype not in (torch.float16, torch.bfloat16) or not _flash_kernel_runs_on(rows.device, dh):
         scores = torch.matmul(rows * dh**-0.5, k.transpose(-1, -2))
         return torch.matmul(scores.float().softmax(dim=-1).to(v.dtype), v)
     splits = max(1, min(128 // (b * kv), lk // 1024))
@@ -175,7 +189,7 @@ def causal_attention(
         # repeated (on CPU 1.7x faster than enable_gqa at 32K keys).
         b, heads, _, dh = q.shape
         rows = q.reshape(b, k.shape[1], heads // k.shape[1], dh)
-        if q.device.type == "cuda":
+        if q.device.type == "cuda" and lk >= SPLIT_KV_MIN_KEYS:
             return split_kv_decode_attention(rows, k, v).reshape(b, heads, 1, dh)
         return F.scaled_dot_product_attention(rows, k, v).reshape(b, heads, 1, dh)
     training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)

@@ -61,7 +61,7 @@ def test_flash_attention_matches_sdpa(folder):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("batch,keys", [(1, 70_001), (2, 20_011)])
+@pytest.mark.parametrize("batch,keys", [(1, 70_001), (2, 20_011), (1, 5_000)])  # split, split, one call
 def test_one_query_decode_attention_on_cuda_matches_float32_sdpa(batch, keys):
     from vidlm.attention import causal_attention
 
