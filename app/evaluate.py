@@ -31,6 +31,8 @@ Progress = Callable[[int, int], None]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 # Timestamp-binding probe questions (recipe.probes) per synthetic video evaluated.
 BINDING_QUESTIONS_PER_VIDEO = 3
+# Still moments (recipe.probes.moment_probe: every QA form about one frame pair) per video.
+MOMENTS_PER_VIDEO = 2
 
 
 def read_video(lm: Any, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -135,7 +137,7 @@ def evaluate_synthetic(
 ) -> dict[str, Any]:
     """Scores on ``videos`` held-out synthetic videos written with ``seed``."""
     from recipe.data import SampleSpec
-    from recipe.probes import binding_probe
+    from recipe.probes import binding_probe, moment_probe
     from recipe.synth import scene_seed, write_dataset
     from recipe.tasks import make_tasks
     from recipe.world import make_scene
@@ -168,7 +170,17 @@ def evaluate_synthetic(
         videos=BINDING_QUESTIONS_PER_VIDEO * videos,
         seed=seed,
     )
-    return tally.summary() | {f"binding_{key}": value for key, value in binding.as_dict().items()}
+    moments = moment_probe(
+        lambda frames, seconds, question: ask(lm, frames, seconds, question, max_new_tokens=48),
+        moments=MOMENTS_PER_VIDEO * videos,
+        seed=seed,
+        same=lambda said, want: normalise_answer(said) == normalise_answer(want),
+    )
+    return (
+        tally.summary()
+        | {f"binding_{key}": value for key, value in binding.as_dict().items()}
+        | {f"moment_{key}": value for key, value in moments.as_dict().items()}
+    )
 
 
 def _score_captions(lm: Any, tally: Tally, frames, seconds, duration: float, rows: list[dict]) -> None:

@@ -1,4 +1,5 @@
-"""Diagnostic probes: does a checkpoint tie each frame pair to the timestamp written before it?
+"""Diagnostic probes: does a checkpoint tie each frame pair to the timestamp written before it,
+and does it see what is on screen?
 
 The timestamp-binding probe shows videos of solid background colours, one colour per frame pair
 (neighbouring pairs differ), and asks "What colour is the background at T seconds?" at one
@@ -11,13 +12,23 @@ other direction, so a model that fails here cannot ground.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from recipe.scene import BACKGROUND_COLOURS
-from recipe.tasks import BACKGROUND_TEMPLATES, Task, colour_answer, format_seconds, span_answer
+from recipe.scene import BACKGROUND_COLOURS, WorldParams
+from recipe.tasks import (
+    BACKGROUND_TEMPLATES,
+    QA_FOCUS_KINDS,
+    Task,
+    colour_answer,
+    format_seconds,
+    qa_tasks_at,
+    span_answer,
+    stable_tenths,
+)
+from recipe.world import make_scene, render_frames
 from vidlm.processor import frame_pair_seconds
 
 # Answers a question about a video: (frames uint8 [T, H, W, 3], seconds [T], question) -> text.
@@ -157,3 +168,74 @@ def binding_probe(
         chance=chance / videos,
         questions=videos,
     )
+
+
+@dataclass(frozen=True)
+class MomentScores:
+    """Results of :func:`moment_probe`: exact-match rate and question count per QA focus."""
+
+    accuracy: dict[str, float]
+    questions: dict[str, int]
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {f"{focus}_accuracy": rate for focus, rate in self.accuracy.items()} | {
+            f"{focus}_questions": n for focus, n in self.questions.items()
+        }
+
+
+def moment_questions(
+    moments: int, *, seed: int = 0, frame_px: int = 64, world: WorldParams | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, str, Task]]:
+    """(frames, seconds, focus, task) for every QA focus that applies at one calm moment (nothing
+    mid-action) of each of ``moments`` world scenes, the moment shown as one frame pair."""
+    from recipe.data import SampleSpec  # recipe.data draws its lookups from this module
+
+    world = world or SampleSpec().world
+    for k in range(moments):
+        scene_seed = seed * 1_000_003 + k
+        scene, rng = make_scene(scene_seed, world), np.random.default_rng(scene_seed)
+        calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
+        tenths = int(calm[int(rng.integers(calm.size))]) if calm.size else 0
+        seconds = np.full(2, tenths / 10)
+        frames = render_frames(scene, seconds, size_px=frame_px)
+        for focus in QA_FOCUS_KINDS:
+            for task in qa_tasks_at(scene, rng, tenths, focuses=(focus,)):
+                yield frames, seconds, focus, task
+
+
+def moment_probe(
+    answer: Answerer,
+    *,
+    moments: int = 20,
+    seed: int = 0,
+    frame_px: int = 64,
+    world: WorldParams | None = None,
+    same: Callable[[str, str], bool] = lambda said, want: said.strip().lower() == want.strip().lower(),
+) -> MomentScores:
+    """Can the model see what is on screen? Every timestamped QA form about one calm moment.
+
+    Each moment (:func:`moment_questions`) is one frame pair, so no clock has to be read: "what
+    is on screen", "which objects", "what colour is the background", "what text", "how many
+    shapes", "what colour is the <shape>" at that time. A model that cannot name the objects of
+    a still cannot say when they enter or move, so this separates seeing from timing when
+    grounding fails.
+
+    Args:
+        answer: asks a model one question about one video (see ``Answerer``).
+        moments: scenes probed (one moment each, every focus that applies).
+        seed: draws the scenes and moments.
+        frame_px: frame side.
+        world: scene parameters (default the evaluation world of ``SampleSpec``).
+        same: whether an answer matches the canonical one.
+
+    Raises:
+        ValueError: ``moments`` < 1.
+    """
+    if moments < 1:
+        raise ValueError(f"moments={moments}: expected >= 1")
+    right: dict[str, int] = {}
+    asked: dict[str, int] = {}
+    for frames, seconds, focus, task in moment_questions(moments, seed=seed, frame_px=frame_px, world=world):
+        asked[focus] = asked.get(focus, 0) + 1
+        right[focus] = right.get(focus, 0) + same(answer(frames, seconds, task.question), task.answer)
+    return MomentScores(accuracy={f: right[f] / n for f, n in asked.items()}, questions=asked)

@@ -72,6 +72,10 @@ def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch)
     assert result["binding_questions"] == evaluate.BINDING_QUESTIONS_PER_VIDEO
     assert result["binding_accuracy"] == 0.0 and result["binding_last_pair_rate"] == 0.0
     assert 0.0 < result["binding_chance"] < 1.0
+    # Nor the moment probe's (one still per question): every focus asked, none answered.
+    asked = {k: v for k, v in result.items() if k.startswith("moment_") and k.endswith("_questions")}
+    assert sum(asked.values()) >= 4 * evaluate.MOMENTS_PER_VIDEO and "moment_screen_questions" in asked
+    assert all(result[k.replace("_questions", "_accuracy")] == 0.0 for k in asked)
 
 
 def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatch):

@@ -88,3 +88,26 @@ def test_lookup_samples_ask_both_ways_about_solid_colour_pairs(max_offset, run):
     assert make_sample(3, plain).scene is not None
     with pytest.raises(ValueError, match="lookups"):
         SampleSpec(lookups=1.5)
+
+
+def test_moment_probe_scores_an_answerer_that_sees_and_one_that_guesses():
+    from recipe.probes import moment_probe, moment_questions
+
+    truth = {(frames.tobytes(), task.question): task.answer
+             for frames, _, _, task in moment_questions(6, seed=4, frame_px=32)}
+
+    def oracle(frames, seconds, question):
+        assert frames.shape[0] == 2 and seconds[0] == seconds[1]  # one moment, one frame pair
+        return truth[frames.tobytes(), question]
+
+    seen = moment_probe(oracle, moments=6, seed=4, frame_px=32)
+    assert set(seen.accuracy) >= {"screen", "objects", "background", "text", "how_many"}
+    assert sum(seen.questions.values()) == len(truth) >= 6 * 5
+    assert set(seen.accuracy.values()) == {1.0}
+
+    guessed = moment_probe(lambda *_: "No text.", moments=6, seed=4, frame_px=32)
+    assert guessed.accuracy["screen"] == 0.0 and guessed.accuracy["background"] == 0.0
+    assert guessed.questions == seen.questions
+    assert guessed.as_dict()["screen_questions"] == seen.questions["screen"]
+    with pytest.raises(ValueError):
+        moment_probe(oracle, moments=0)
