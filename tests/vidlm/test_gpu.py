@@ -1,4 +1,4 @@
-"""GPU-only checks: bf16 and flash-attn against SDPA. Skipped where CUDA (or flash-attn) is absent."""
+"""GPU-only checks: bf16 and flash-attn against SDPA, split-KV decode, a bf16 training step. Skipped where CUDA (or flash-attn) is absent."""
 
 from __future__ import annotations
 
