@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recipe.probes import colour_pairs_video, lookup_tasks
-from recipe.tasks import Task, TaskKind, make_tasks, qa_tasks_at, shift_task, stable_tenths
+from recipe.tasks import Task, TaskKind, calm_moment, make_tasks, qa_tasks_at, shift_task
 from recipe.world import Scene, WorldParams, make_scene, render_frames
 
 IGNORE = -100
@@ -157,9 +157,9 @@ def _video_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: Sampl
 
 def _still_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: SampleSpec) -> Sample:
     """One moment of ``scene`` as a frame pair, with every QA question about that moment."""
-    calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
-    times = calm if calm.size else np.arange(scene.duration_tenths)
-    tenths = int(times[int(rng.integers(times.size))])
+    tenths = calm_moment(scene, rng)
+    if tenths is None:  # busy from start to end: any moment
+        tenths = int(rng.integers(scene.duration_tenths))
     tasks = qa_tasks_at(scene, rng, tenths, focuses=spec.focuses)
     order = rng.permutation(len(tasks))
     seconds = np.full(2, tenths / 10)
@@ -237,6 +237,18 @@ def encode_branches(processor, sample: Sample) -> Branches:
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
     label_ids = torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long)
     return Branches(prefix, input_ids, label_ids, [len(r) for r in rows])
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
+def worker_options(workers: int, *, prefetch_factor: int) -> dict:
+    """``DataLoader`` keywords for ``workers`` rendering processes of one torch thread each
+    (none: render in the calling process)."""
+    if not workers:
+        return {}
+    return {"num_workers": workers, "worker_init_fn": _one_thread, "prefetch_factor": prefetch_factor}
 
 
 def corpus_texts(seeds: Sequence[int], spec: SampleSpec) -> list[str]:

@@ -22,11 +22,11 @@ from recipe.tasks import (
     BACKGROUND_TEMPLATES,
     QA_FOCUS_KINDS,
     Task,
+    calm_moment,
     colour_answer,
     format_seconds,
     qa_tasks_at,
     span_answer,
-    stable_tenths,
 )
 from recipe.world import make_scene, render_frames
 from vidlm.processor import frame_pair_seconds
@@ -194,8 +194,8 @@ def moment_questions(
     for k in range(moments):
         scene_seed = seed * 1_000_003 + k
         scene, rng = make_scene(scene_seed, world), np.random.default_rng(scene_seed)
-        calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
-        tenths = int(calm[int(rng.integers(calm.size))]) if calm.size else 0
+        tenths = calm_moment(scene, rng)
+        tenths = 0 if tenths is None else tenths
         seconds = np.full(2, tenths / 10)
         frames = render_frames(scene, seconds, size_px=frame_px)
         for focus in QA_FOCUS_KINDS:

@@ -208,6 +208,13 @@ def stable_tenths(scene: Scene, kinds: frozenset[str]) -> np.ndarray:
     return grid[ok]
 
 
+def calm_moment(scene: Scene, rng: np.random.Generator) -> int | None:
+    """A time (tenths) drawn from those away from every event, so that nothing is mid-action
+    and the scene's description holds; None (drawing nothing) when no such time exists."""
+    calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
+    return int(calm[int(rng.integers(calm.size))]) if calm.size else None
+
+
 def _listing(objects: tuple[str, ...], text: str | None) -> str:
     items = [f"{_article(o)} {o}" for o in objects] + ([f'the text "{text}"'] if text else [])
     if not items:

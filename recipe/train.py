@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from recipe.data import IGNORE, Branches, SampleSpec, corpus_texts, encode_branches, make_sample
+from recipe.data import (
+    IGNORE,
+    Branches,
+    SampleSpec,
+    corpus_texts,
+    encode_branches,
+    make_sample,
+    worker_options,
+)
 from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
 from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
@@ -201,10 +209,6 @@ class SampleStream(torch.utils.data.Dataset):
         return encode_branches(self.processor, make_sample(self.cfg.seed * 1_000_003 + index, self.cfg.sample))
 
 
-def _one_thread(_worker: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _as_is(branches: Branches) -> Branches:
     return branches
 
@@ -212,9 +216,9 @@ def _as_is(branches: Branches) -> Branches:
 def sample_loader(cfg: TrainConfig, processor: Processor) -> torch.utils.data.DataLoader:
     """The run's samples in order; ``cfg.workers`` processes render ahead of the model (a GPU
     step of the tiny model is shorter than rendering and encoding its sample on one core)."""
-    workers = {"num_workers": cfg.workers, "worker_init_fn": _one_thread, "prefetch_factor": 8} if cfg.workers else {}
     return torch.utils.data.DataLoader(
-        SampleStream(cfg, processor), batch_size=None, shuffle=False, collate_fn=_as_is, **workers
+        SampleStream(cfg, processor), batch_size=None, shuffle=False, collate_fn=_as_is,
+        **worker_options(cfg.workers, prefetch_factor=8),
     )
 
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recipe.data import SampleSpec
+from recipe.data import SampleSpec, worker_options
 from recipe.scene import OBJECT_COLOUR_NAMES, SHAPES, WorldParams
-from recipe.tasks import stable_tenths
+from recipe.tasks import calm_moment
 from recipe.world import describe_at, make_scene, render_frames
 from vidlm.model import Qwen3VL
-from vidlm.processor import Processor
+from vidlm.processor import Processor, process_video
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,15 @@ def one_object_still(seed: int, processor: Processor, *, frame_px: int, world: W
     """The first calm one-object moment of the scenes drawn from ``seed`` on (a pure function of it)."""
     while True:
         scene, rng = make_scene(seed, world), np.random.default_rng(seed)
-        calm = stable_tenths(scene, frozenset(e.kind for e in scene.events))
-        if calm.size:
-            seconds = np.full(2, int(calm[int(rng.integers(calm.size))]) / 10)
-            objects = describe_at(scene, float(seconds[0])).objects
-            if len(objects) == 1:
-                colour, shape = objects[0].rsplit(" ", 1)
-                frames = render_frames(scene, seconds, size_px=frame_px)
-                video = {"type": "video", "video": frames, "timestamps": seconds}
-                batch = processor([{"role": "user", "content": [video, {"type": "text", "text": "?"}]}])
-                return Still(batch["pixel_values_videos"], batch["video_grid_thw"], SHAPES.index(shape),
-                             OBJECT_COLOUR_NAMES.index(colour))
+        tenths = calm_moment(scene, rng)
+        objects = describe_at(scene, tenths / 10).objects if tenths is not None else ()
+        if len(objects) == 1:
+            colour, shape = objects[0].rsplit(" ", 1)
+            seconds = np.full(2, tenths / 10)
+            # The processor's own video path (no prompt to tokenise): the rows the tower gets.
+            video = process_video(render_frames(scene, seconds, size_px=frame_px), seconds, processor.config)
+            return Still(video.patches, torch.tensor([video.grid_thw]), SHAPES.index(shape),
+                         OBJECT_COLOUR_NAMES.index(colour))
         seed += 1_000_003  # no calm one-object moment: the next scene of this seed's own sequence
 
 
@@ -86,10 +84,6 @@ class StillBatches(torch.utils.data.IterableDataset):
             stills = [one_object_still(s, self.processor, frame_px=self.cfg.frame_px, world=self.cfg.world) for s in seeds]
             yield (torch.cat([s.pixels for s in stills]), torch.cat([s.grid for s in stills]),
                    torch.tensor([s.shape for s in stills]), torch.tensor([s.colour for s in stills]))
-
-
-def _one_thread(_worker: int) -> None:
-    torch.set_num_threads(1)
 
 
 def tower_features(model: Qwen3VL, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -126,8 +120,9 @@ def warm_up_tower(
         "colour": torch.nn.Linear(width, len(OBJECT_COLOUR_NAMES)),
     }).to(device)
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=cfg.lr)
-    workers = {"num_workers": cfg.workers, "worker_init_fn": _one_thread, "prefetch_factor": 4} if cfg.workers else {}
-    loader = torch.utils.data.DataLoader(StillBatches(cfg, processor), batch_size=None, **workers)
+    loader = torch.utils.data.DataLoader(
+        StillBatches(cfg, processor), batch_size=None, **worker_options(cfg.workers, prefetch_factor=4)
+    )
     steps = -(-cfg.stills // cfg.batch)
     losses: list[float] = []
     for step, (pixels, grid, shape, colour) in enumerate(loader, 1):
