@@ -17,8 +17,18 @@ import numpy as np
 import torch
 
 from recipe.probes import colour_pairs_video, lookup_tasks
-from recipe.tasks import Task, TaskKind, calm_moment, make_tasks, qa_tasks_at, shift_task
+from recipe.tasks import (
+    Task,
+    TaskKind,
+    calm_moment,
+    format_seconds,
+    make_tasks,
+    qa_tasks_at,
+    shift_task,
+    snap_task,
+)
 from recipe.world import Scene, WorldParams, make_scene, render_frames
+from vidlm.processor import frame_pair_seconds
 
 IGNORE = -100
 
@@ -47,6 +57,11 @@ class SampleSpec:
     to that many pairs, so "when" spans several pairs, as a world's background does. Offsets
     apply to lookups too: from a clock that starts at 0 a model learns "T seconds is the T-th
     pair", which fails on windows.
+
+    With ``snap_spans`` the times in grounding and dense-caption answers of video samples are
+    moved to the nearest ``<t seconds>`` printed before a frame pair
+    (:func:`recipe.tasks.snap_span`): the model only sees time at those marks, and an answer
+    made of them is a copy from the prompt. Questions and ``Task.spans`` keep the true times.
     """
 
     frame_px: int = 96
@@ -62,6 +77,7 @@ class SampleSpec:
     lookups: float = 0.0
     lookup_pairs: tuple[int, int] = (1, 6)
     lookup_run: int = 1
+    snap_spans: bool = False
 
     def __post_init__(self) -> None:
         if self.questions < 1:
@@ -131,6 +147,9 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
     if offset:
         tasks = tuple(shift_task(t, scene, offset) for t in sample.tasks)
         sample = replace(sample, tasks=tasks, seconds=sample.seconds + offset)
+    if spec.snap_spans and not spec.stills:
+        stamps = [float(format_seconds(t)) for t in frame_pair_seconds(sample.seconds)]
+        sample = replace(sample, tasks=tuple(snap_task(t, scene, stamps) for t in sample.tasks))
     return sample
 
 

@@ -184,7 +184,7 @@ class MomentScores:
 
 
 def moment_questions(
-    moments: int, *, seed: int = 0, frame_px: int = 64, world: WorldParams | None = None
+    moments: int, *, seed: int = 0, frame_px: int | None = None, world: WorldParams | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray, str, Task]]:
     """(frames, seconds, focus, task) for every QA focus that applies at one calm moment (nothing
     mid-action) of each of ``moments`` world scenes, the moment shown as one frame pair."""
@@ -197,7 +197,7 @@ def moment_questions(
         tenths = calm_moment(scene, rng)
         tenths = 0 if tenths is None else tenths
         seconds = np.full(2, tenths / 10)
-        frames = render_frames(scene, seconds, size_px=frame_px)
+        frames = render_frames(scene, seconds, size_px=frame_px or world.size_px)
         for focus in QA_FOCUS_KINDS:
             for task in qa_tasks_at(scene, rng, tenths, focuses=(focus,)):
                 yield frames, seconds, focus, task
@@ -208,7 +208,7 @@ def moment_probe(
     *,
     moments: int = 20,
     seed: int = 0,
-    frame_px: int = 64,
+    frame_px: int | None = None,
     world: WorldParams | None = None,
     same: Callable[[str, str], bool] = lambda said, want: said.strip().lower() == want.strip().lower(),
 ) -> MomentScores:
@@ -224,7 +224,8 @@ def moment_probe(
         answer: asks a model one question about one video (see ``Answerer``).
         moments: scenes probed (one moment each, every focus that applies).
         seed: draws the scenes and moments.
-        frame_px: frame side.
+        frame_px: frame side (default the world's ``size_px``, as the evaluation's videos are
+            written; the processor resizes them to the model's budget).
         world: scene parameters (default the evaluation world of ``SampleSpec``).
         same: whether an answer matches the canonical one.
 

@@ -273,6 +273,11 @@ def _name_at(keys: tuple[int, ...], names: tuple[str, ...], tenths: float) -> st
     return names[max(index, 0)]
 
 
+def colour_at(track: ObjectTrack, tenths: float) -> str:
+    """The object's colour name in force at ``tenths`` (the old colour during a change)."""
+    return _name_at(track.key_tenths, track.colours, tenths)
+
+
 def describe_at(scene: Scene, seconds: float) -> Snapshot:
     """The viewer's snapshot at ``seconds``: objects left to right, background, text.
 
@@ -283,7 +288,7 @@ def describe_at(scene: Scene, seconds: float) -> Snapshot:
     placed = []
     for track in scene.objects:
         if any(start < tenths < end for start, end in track.presence):
-            colour = _name_at(track.key_tenths, track.colours, tenths)
+            colour = colour_at(track, tenths)
             x = float(_interp(np.asarray([tenths]), track.key_tenths, np.asarray(track.xs))[0])
             placed.append((x, f"{colour} {track.shape}"))
     texts = [s.text for s in scene.texts if s.start_tenths < tenths < s.end_tenths]

@@ -26,6 +26,7 @@ question has two right answers. Answers are parsed elsewhere by reading "from X 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -370,6 +371,39 @@ def shift_task(task: Task, scene: Scene, offset_seconds: float) -> Task:
         old, new = f"{format_seconds(task.at_seconds)} seconds", f"{format_seconds(at)} seconds"
         return replace(task, question=task.question.replace(old, new), at_seconds=at)
     return replace(task, spans=spans)
+
+
+def snap_span(start: float, end: float, stamps: Sequence[float]) -> tuple[float, float]:
+    """``(start, end)`` moved to the nearest of the frame-pair times ``stamps`` (sorted).
+
+    A model sees time only as the ``<t seconds>`` printed before each frame pair, so an answer
+    made of those times is one it can copy. A span shorter than the gap between pairs would
+    snap both ends to one pair; it takes that pair and the neighbour on its side instead.
+    """
+    if len(stamps) < 2:
+        return start, end
+    times = np.asarray(stamps, dtype=np.float64)
+    first = int(np.abs(times - start).argmin())
+    last = int(np.abs(times - end).argmin())
+    if last <= first:
+        middle = (start + end) / 2
+        first = max(0, min(first - (middle < times[first]), len(times) - 2))
+        last = first + 1
+    return float(times[first]), float(times[last])
+
+
+def snap_task(task: Task, scene: Scene, stamps: Sequence[float]) -> Task:
+    """``task`` with the times of its answer (grounding, dense captions) on the frame-pair
+    times ``stamps`` (:func:`snap_span`); ``spans`` keep the true times, other kinds are unchanged."""
+    if task.kind == "grounding":
+        return replace(task, answer=span_answer(*snap_span(*task.spans[0], stamps)))
+    if task.kind == "caption" and task.event_indices:
+        lines = [
+            caption_line(*snap_span(s, e, stamps), scene.events[i].caption)
+            for (s, e), i in zip(task.spans, task.event_indices, strict=True)
+        ]
+        return replace(task, answer="\n".join(lines))
+    return task
 
 
 def make_tasks(

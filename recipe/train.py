@@ -34,6 +34,7 @@ from recipe.data import (
 )
 from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
+from recipe.warmup import WarmupConfig, warm_up_tower
 from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
 from vidlm.model import Qwen3VL
 from vidlm.processor import Processor, ProcessorConfig
@@ -60,6 +61,7 @@ class TrainConfig:
     visual_norm_weight: float = 0.0
     workers: int = 0
     sample: SampleSpec = field(default_factory=SampleSpec)
+    tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
 
 
 def tiny_config(tokenizer: Tokenizer, *, hidden: int = 256, layers: int = 4) -> Qwen3VLConfig:
@@ -265,6 +267,12 @@ def train(
     model, tok_dir = prepare(out, init, cfg)
     model.to(device).train()
     processor = Processor(Tokenizer.from_dir(tok_dir), ProcessorConfig(video_max_tokens_per_frame=(cfg.sample.frame_px // 32) ** 2))
+    if cfg.tower_warmup is not None:
+        if cfg.tower_warmup.frame_px != cfg.sample.frame_px:
+            raise ValueError(f"tower_warmup.frame_px={cfg.tower_warmup.frame_px}: expected the stage's "
+                             f"frame_px={cfg.sample.frame_px} (the tower learns at one resolution)")
+        warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
+        model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
     losses: list[float] = []
@@ -304,7 +312,9 @@ class _null:
         return None
 
 
-def builtin_stages() -> list[TrainConfig]:
+def builtin_stages(
+    *, frame_px: int = 64, tower_warmup: WarmupConfig | None = None, snap_spans: bool = False
+) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
     A fresh tiny model with 64 px frames, trained as a curriculum, each stage continuing from
@@ -319,31 +329,40 @@ def builtin_stages() -> list[TrainConfig]:
        grounding and QA weighted up: finding moments and reading their timestamps.
     4. the evaluation world (8-60 s, slow actions), the same mix.
 
-    Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``).
+    Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``). The
+    keywords change the schedule for experiments (defaults: the built-in's): ``frame_px`` for
+    every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and
+    ``snap_spans`` for the video stages (answers on the printed frame-pair times).
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
+    px, snap = frame_px, snap_spans
     return [
-        TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0,
-                    sample=SampleSpec(frame_px=64, stills=True, focuses=("background",), world=world), **common),
+        TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
+                    sample=SampleSpec(frame_px=px, stills=True, focuses=("background",), world=world), **common),
         TrainConfig(steps=200, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1,
-                    sample=SampleSpec(frame_px=64, stills=True, world=world), **common),
+                    sample=SampleSpec(frame_px=px, stills=True, world=world), **common),
         TrainConfig(steps=700, accumulation=8, lr=1.5e-3, warmup_steps=20, seed=2,
-                    sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=short), **common),
+                    sample=SampleSpec(frame_px=px, questions=8, kinds=kinds, world=short, snap_spans=snap), **common),
         TrainConfig(steps=500, accumulation=4, lr=1e-3, warmup_steps=20, seed=3,
-                    sample=SampleSpec(frame_px=64, questions=8, kinds=kinds, world=world), **common),
+                    sample=SampleSpec(frame_px=px, questions=8, kinds=kinds, world=world, snap_spans=snap), **common),
     ]
 
 
 def train_builtin(
-    out: Path, *, device: str = "cpu", progress: Callable[[int, int, float], None] | None = None
+    out: Path,
+    *,
+    device: str = "cpu",
+    progress: Callable[[int, int, float], None] | None = None,
+    stages: list[TrainConfig] | None = None,
 ) -> list[float]:
-    """Reproduce the built-in checkpoint into ``out`` (stage folders beside it)."""
+    """Reproduce the built-in checkpoint into ``out`` (stage folders beside it), or run
+    ``stages`` (e.g. ``builtin_stages(frame_px=128, ...)``) the same way."""
     losses: list[float] = []
     init: Path | None = None
-    stages = builtin_stages()
+    stages = stages or builtin_stages()
     for number, cfg in enumerate(stages, 1):
         target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
         losses += train(target, init=init, cfg=cfg, device=device, progress=progress)

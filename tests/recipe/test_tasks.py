@@ -194,3 +194,49 @@ def test_offset_samples_are_windows_with_shifted_times() -> None:
             else:
                 assert (tb.question, tb.answer) == (ta.question, ta.answer)
     assert seen_kinds == set(kinds)
+
+
+@pytest.mark.parametrize(
+    ("span", "snapped"),
+    [
+        ((1.4, 7.1), (1.3, 7.3)),  # each end to its nearest pair time
+        ((0.0, 0.4), (0.3, 1.3)),  # at the first pair, before its time: it and the next
+        ((7.0, 7.4), (6.3, 7.3)),  # at the last pair: it and the one before
+        ((3.9, 4.1), (3.3, 4.3)),  # both ends nearest one pair, the middle before it: that one and the one before
+        ((4.4, 4.6), (4.3, 5.3)),  # ... the middle after it: that one and the next
+    ],
+)
+def test_spans_snap_to_the_printed_frame_pair_times(span, snapped) -> None:
+    from recipe.tasks import snap_span
+
+    stamps = [0.3, 1.3, 2.3, 3.3, 4.3, 5.3, 6.3, 7.3]
+    assert snap_span(*span, stamps) == pytest.approx(snapped)
+    assert snap_span(*span, [2.3]) == span  # one pair: nothing to snap to
+
+
+def test_snapped_samples_answer_with_the_times_printed_before_the_frames() -> None:
+    import index
+    from recipe.data import SampleSpec, make_sample
+    from vidlm.processor import frame_pair_seconds, timestamp_text
+
+    world = WorldParams(min_seconds=6.0, max_seconds=20.0)
+    kinds = ("grounding", "qa", "caption", "count", "order")
+    for offset in (0.0, 300.0):
+        plain = SampleSpec(frame_px=64, world=world, questions=12, kinds=kinds, max_offset_seconds=offset,
+                           offset_probability=1.0)
+        snapped = SampleSpec(frame_px=64, world=world, questions=12, kinds=kinds, max_offset_seconds=offset,
+                             offset_probability=1.0, snap_spans=True)
+        for seed in range(4):
+            a, b = make_sample(seed, plain), make_sample(seed, snapped)
+            printed = [timestamp_text(t) for t in frame_pair_seconds(b.seconds)]
+            for ta, tb in zip(a.tasks, b.tasks, strict=True):
+                assert ta.spans == tb.spans and ta.question == tb.question
+                if ta.kind not in ("grounding", "caption"):
+                    assert tb.answer == ta.answer
+                    continue
+                parse = index.parse_dense_captions if ta.kind == "caption" else index.parse_spans
+                got = [s.as_tuple() for s in parse(tb.answer, duration_seconds=1e6)]
+                assert len(got) == len(ta.spans)
+                for (start, end), (true_start, true_end) in zip(got, ta.spans, strict=True):
+                    assert timestamp_text(start) in printed and timestamp_text(end) in printed and start < end
+                    assert abs(start - true_start) <= 1.0 and abs(end - true_end) <= 1.0  # pairs ~1 s apart at 2 fps

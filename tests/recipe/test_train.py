@@ -183,3 +183,10 @@ def test_still_samples_ask_every_qa_form_about_one_moment():
     assert [t.question for t in only.tasks] == [t.question for t in sample.tasks if "background" in t.question]
     with pytest.raises(ValueError, match="unknown"):
         make_sample(5, dataclasses.replace(spec, focuses=("smell",)))
+
+
+def test_a_tower_warm_up_must_see_the_stage_s_frames(tmp_path):
+    from recipe.warmup import WarmupConfig
+
+    with pytest.raises(ValueError, match="frame_px"):
+        train(tmp_path / "a", cfg=small(1, tower_warmup=WarmupConfig(stills=8, batch=8, frame_px=128)))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 import vidlm
 from recipe.scene import OBJECT_COLOUR_NAMES, OBJECT_COLOURS, SHAPES
-from recipe.warmup import StillBatches, WarmupConfig, one_object_still, warm_up_tower
+from recipe.tasks import calm_moment
+from recipe.warmup import StillBatches, WarmupConfig, labelled_still, warm_up_tower
+from recipe.world import describe_at, make_scene
+from vidlm.processor import Processor, ProcessorConfig
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +22,25 @@ def lm():
     return vidlm.load()
 
 
-def test_a_still_shows_its_one_object_in_its_colour(lm):
-    still = one_object_still(5, lm.processor, frame_px=64, world=WarmupConfig().world)
-    assert 0 <= still.shape < len(SHAPES) and still.grid.tolist() == [[1, 4, 4]]
-    # The processor's rows hold the object's colour (normalised to [-1, 1]) somewhere.
-    rgb = torch.tensor(OBJECT_COLOURS[OBJECT_COLOUR_NAMES[still.colour]], dtype=torch.float32) / 127.5 - 1
-    pixels = still.pixels.reshape(-1, 3, 2 * 16 * 16).transpose(1, 2).reshape(-1, 3)
-    assert (pixels - rgb).abs().max(dim=1).values.min() < 0.02
+@pytest.mark.parametrize("seed", [5, 17, 40])
+def test_each_object_labels_the_token_that_shows_its_colour(lm, seed):
+    processor = Processor(lm.processor.tokenizer, ProcessorConfig(video_max_tokens_per_frame=16))
+    world = WarmupConfig().world
+    still = labelled_still(seed, processor, frame_px=128, world=world)
+    assert still.grid.tolist() == [[1, 8, 8]] and still.shapes.shape == still.colours.shape == (16,)
+    labelled = still.shapes < len(SHAPES)
+    assert torch.equal(labelled, still.colours < len(OBJECT_COLOUR_NAMES))
+    # The labels name objects on screen at the still's moment (the scene is the seed's own).
+    scene = make_scene(seed, world)
+    tenths = calm_moment(scene, np.random.default_rng(seed))
+    on_screen = describe_at(scene, tenths / 10).objects
+    names = [f"{OBJECT_COLOUR_NAMES[c]} {SHAPES[s]}" for s, c in zip(still.shapes[labelled], still.colours[labelled], strict=True)]
+    assert names and set(names) <= set(on_screen)
+    # Rows come in merge blocks of 4 patches per token: a labelled token holds its object's colour.
+    pixels = still.pixels.reshape(16, 4, 3, 2 * 16 * 16).permute(0, 1, 3, 2).reshape(16, -1, 3)
+    for token in labelled.nonzero().flatten().tolist():
+        rgb = torch.tensor(OBJECT_COLOURS[OBJECT_COLOUR_NAMES[still.colours[token]]], dtype=torch.float32) / 127.5 - 1
+        assert (pixels[token] - rgb).abs().max(dim=1).values.min() < 0.02, token
 
 
 def test_batches_are_the_same_with_worker_processes(lm):
