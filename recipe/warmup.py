@@ -52,8 +52,9 @@ class Still:
     """One calm moment with objects on screen: the processor's pixel rows and per-token labels.
 
     Each visual token (one merge block of the frame pair, raster order) is labelled with the
-    shape and colour of the object whose centre lies in it, or ``NO_OBJECT`` (the last class of
-    each head) where no centre does; where two centres share a token, the one drawn on top wins.
+    shape and colour of the object whose centre lies in it, or with the extra last class of each
+    head (``len(SHAPES)``, ``len(OBJECT_COLOUR_NAMES)``) where no centre does; where two centres
+    share a token, the one drawn on top wins.
     """
 
     pixels: torch.Tensor  # [patches, P] as the processor hands them to the tower
