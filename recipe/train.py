@@ -63,6 +63,11 @@ class TrainConfig:
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
 
+    def __post_init__(self) -> None:
+        if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
+            raise ValueError(f"tower_warmup.frame_px={self.tower_warmup.frame_px}: expected the stage's "
+                             f"frame_px={self.sample.frame_px} (the tower learns at one resolution)")
+
 
 def tiny_config(tokenizer: Tokenizer, *, hidden: int = 256, layers: int = 4) -> Qwen3VLConfig:
     """The built-in model's shape: ~6M parameters, text width 256, vision width 128."""
@@ -268,9 +273,6 @@ def train(
     model.to(device).train()
     processor = Processor(Tokenizer.from_dir(tok_dir), ProcessorConfig(video_max_tokens_per_frame=(cfg.sample.frame_px // 32) ** 2))
     if cfg.tower_warmup is not None:
-        if cfg.tower_warmup.frame_px != cfg.sample.frame_px:
-            raise ValueError(f"tower_warmup.frame_px={cfg.tower_warmup.frame_px}: expected the stage's "
-                             f"frame_px={cfg.sample.frame_px} (the tower learns at one resolution)")
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
@@ -338,16 +340,15 @@ def builtin_stages(
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
-    px, snap = frame_px, snap_spans
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
-                    sample=SampleSpec(frame_px=px, stills=True, focuses=("background",), world=world), **common),
+                    sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),
         TrainConfig(steps=200, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1,
-                    sample=SampleSpec(frame_px=px, stills=True, world=world), **common),
+                    sample=SampleSpec(frame_px=frame_px, stills=True, world=world), **common),
         TrainConfig(steps=700, accumulation=8, lr=1.5e-3, warmup_steps=20, seed=2,
-                    sample=SampleSpec(frame_px=px, questions=8, kinds=kinds, world=short, snap_spans=snap), **common),
+                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=short, snap_spans=snap_spans), **common),
         TrainConfig(steps=500, accumulation=4, lr=1e-3, warmup_steps=20, seed=3,
-                    sample=SampleSpec(frame_px=px, questions=8, kinds=kinds, world=world, snap_spans=snap), **common),
+                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=world, snap_spans=snap_spans), **common),
     ]
 
 

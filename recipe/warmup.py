@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from recipe.data import SampleSpec, worker_options
 from recipe.scene import OBJECT_COLOUR_NAMES, SHAPES, WorldParams, colour_at, object_state
 from recipe.tasks import calm_moment
-from recipe.world import describe_at, make_scene, render_frames
+from recipe.world import make_scene, render_frames
 from vidlm.model import Qwen3VL
 from vidlm.processor import Processor, process_video
 
@@ -68,21 +68,21 @@ def labelled_still(seed: int, processor: Processor, *, frame_px: int, world: Wor
     while True:
         scene, rng = make_scene(seed, world), np.random.default_rng(seed)
         tenths = calm_moment(scene, rng)
-        if tenths is not None and describe_at(scene, tenths / 10).objects:
-            seconds = np.full(2, tenths / 10)
+        seconds = np.full(2, tenths / 10) if tenths is not None else np.empty(0)
+        # Objects in id order, the drawing order (later on top), with their state at the moment.
+        shown = [(t, s) for t in scene.objects if (s := object_state(t, seconds[:1])).visible.any()]
+        if shown:
             # The processor's own video path (no prompt to tokenise): the rows the tower gets.
             video = process_video(render_frames(scene, seconds, size_px=frame_px), seconds, processor.config)
             merge = processor.config.merge_size
             rows, cols = video.grid_thw[1] // merge, video.grid_thw[2] // merge
             shapes = torch.full((rows * cols,), len(SHAPES))
             colours = torch.full((rows * cols,), len(OBJECT_COLOUR_NAMES))
-            for track in scene.objects:  # id order: the drawing order, later on top
-                state = object_state(track, seconds[:1])
-                if state.visible[0]:
-                    row = min(rows - 1, max(0, int(state.y[0] * rows)))
-                    col = min(cols - 1, max(0, int(state.x[0] * cols)))
-                    shapes[row * cols + col] = SHAPES.index(track.shape)
-                    colours[row * cols + col] = OBJECT_COLOUR_NAMES.index(colour_at(track, tenths))
+            for track, state in shown:
+                row = min(rows - 1, max(0, int(state.y[0] * rows)))
+                col = min(cols - 1, max(0, int(state.x[0] * cols)))
+                shapes[row * cols + col] = SHAPES.index(track.shape)
+                colours[row * cols + col] = OBJECT_COLOUR_NAMES.index(colour_at(track, tenths))
             return Still(video.patches, torch.tensor([video.grid_thw]), shapes, colours)
         seed += 1_000_003  # no calm moment with an object: the next scene of this seed's own sequence
 
@@ -129,9 +129,8 @@ def warm_up_tower(
     torch.manual_seed(cfg.seed)
     tower = model.model.visual
     tower.to(device).train()
-    probe = labelled_still(cfg.seed, processor, frame_px=cfg.frame_px, world=cfg.world)
-    with torch.no_grad():
-        width = tower_features(model, probe.pixels.to(device), probe.grid.to(device)).shape[1]
+    vision = model.config.vision
+    width = (1 + len(vision.deepstack_visual_indexes)) * vision.out_hidden_size  # tower_features' width
     head = torch.nn.ModuleDict({
         "norm": torch.nn.LayerNorm(width),
         "shape": torch.nn.Linear(width, len(SHAPES) + 1),
