@@ -229,7 +229,8 @@ def _leave(s: _Script, a: _Actor, t: int, *, vanish: bool) -> bool:
     return True
 
 
-def _direction(dx: float, dy: float) -> str:
+def direction_word(dx: float, dy: float) -> str:
+    """The nearest of the eight ``DIRECTIONS`` to a displacement (frame fractions, y down)."""
     angle = np.degrees(np.arctan2(-dy, dx)) % 360  # y points down on screen
     return DIRECTIONS[int(((angle + 22.5) % 360) // 45)]
 
@@ -242,7 +243,7 @@ def _move(s: _Script, a: _Actor, t: int) -> bool:
     d = max(5, int(round(distance / s.rng.uniform(0.12, 0.35) * s.params.action_scale * 10)))
     if t + d > s.duration_tenths - 2:
         return False
-    word = _direction(spot[0] - a.x, spot[1] - a.y)
+    word = direction_word(spot[0] - a.x, spot[1] - a.y)
     a.key(t)
     s.emit("move", a, f"moves {word}", f"move {word}", t, t + d, value=word)
     a.x, a.y = spot
