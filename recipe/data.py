@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -219,10 +219,18 @@ class Branches:
     input_ids: torch.Tensor
     labels: torch.Tensor
     lengths: list[int]
+    # Row i's prompt length (question + assistant header): its last prompt token is at
+    # question_lengths[i] - 1. saliency [N, P]: pair_saliency of row i's task over the P frame
+    # pairs of the prefix, -1 for rows that are not grounding questions.
+    question_lengths: list[int] = field(default_factory=list)
+    saliency: torch.Tensor | None = None
+    pair_tenths: torch.Tensor | None = None  # [P]: the time printed before each pair, in tenths
 
     def to(self, device: str | torch.device) -> Branches:
         prefix = {k: v.to(device) for k, v in self.prefix.items()}
-        return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths)
+        saliency, tenths = (None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths))
+        return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths,
+                        self.question_lengths, saliency, tenths)
 
     def groups(self, *, slack: float = 1.5) -> list[list[int]]:
         """Row indices grouped by similar length (each group's longest row at most ``slack``
@@ -245,17 +253,34 @@ def encode_branches(processor, sample: Sample) -> Branches:
     cut = int((ids == tok.token_to_id("<|vision_end|>")).nonzero()[-1]) + 1
     prefix = {k: v for k, v in batch.items() if k not in ("input_ids", "mm_token_type_ids", "attention_mask")}
     prefix |= {k: batch[k][:, :cut] for k in ("input_ids", "mm_token_type_ids", "attention_mask")}
-    rows, labels = [], []
+    rows, labels, asked = [], [], []
     for task in sample.tasks:
         question = tok.encode(task.question + "<|im_end|>\n<|im_start|>assistant\n")
         answer = tok.encode(task.answer + "<|im_end|>")
         rows.append(question + answer)
         labels.append([IGNORE] * len(question) + answer)
+        asked.append(len(question))
     width = max(map(len, rows))
     pad = tok.token_to_id("<|endoftext|>")
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
     label_ids = torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long)
-    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows])
+    pairs = frame_pair_seconds(sample.seconds)
+    saliency = torch.tensor([pair_saliency(task, pairs) or [-1.0] * len(pairs) for task in sample.tasks])
+    tenths = torch.tensor([round(float(format_seconds(t)) * 10) for t in pairs])
+    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths)
+
+
+def pair_saliency(task: Task, pair_seconds: Sequence[float]) -> list[float]:
+    """1.0 for each frame pair whose time lies in the grounding ``task``'s true span (the pair
+    nearest to the span's middle when none does), 0.0 for the others; [] for other kinds."""
+    if task.kind != "grounding" or not task.spans:
+        return []
+    start, end = task.spans[0]
+    times = np.asarray(pair_seconds, dtype=np.float64)
+    inside = (times >= start) & (times <= end)
+    if not inside.any():
+        inside[np.abs(times - (start + end) / 2).argmin()] = True
+    return inside.astype(np.float64).tolist()
 
 
 def _one_thread(_worker: int) -> None:

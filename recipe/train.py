@@ -62,6 +62,8 @@ class TrainConfig:
     workers: int = 0
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
+    saliency_weight: float = 0.0  # weight of the frame-pair saliency loss (GroundingHeads)
+    clock_weight: float = 0.0  # weight of the visual tokens' timestamp-digit loss (GroundingHeads)
 
     def __post_init__(self) -> None:
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
@@ -169,7 +171,50 @@ class _SharedPrefix:
             self.frozen = True
 
 
-def branch_loss(model: Qwen3VL, branches: Branches, *, visual_norm_weight: float = 0.0) -> torch.Tensor:
+class GroundingHeads(torch.nn.Module):
+    """Training-only heads (not saved) on the hidden states entering the last decoder layer,
+    whose attention is where an answer can look up the frames it names and copy their time.
+
+    A grounding answer is a few digits, so the answer loss alone gives that lookup a weak
+    signal. Two denser ones:
+
+    - saliency: the question's last prompt token and each frame pair's visual tokens (averaged)
+      are projected to ``width``; their scaled dot product plus a bias is the logit that the
+      pair lies inside the asked event (``pair_saliency``), as moment retrieval models train
+      a saliency score;
+    - clock: every visual token names the three digits (tens, units, tenths) of the time
+      printed before its pair, which an answer that finds the token can then copy.
+    """
+
+    def __init__(self, hidden: int, width: int = 64) -> None:
+        super().__init__()
+        self.query = torch.nn.Linear(hidden, width, bias=False)
+        self.key = torch.nn.Linear(hidden, width, bias=False)
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.clock = torch.nn.Linear(hidden, 3 * 10)
+
+    def saliency(self, questions: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Logits [N, P] for question states [N, D] and pair states [P, D]."""
+        q, k = self.query(questions.float()), self.key(pairs.float())
+        return q @ k.T / math.sqrt(q.shape[-1]) + self.bias
+
+    def clock_loss(self, visual: torch.Tensor, tenths: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the digits of ``tenths`` [P] from the visual token states [P, T, D]."""
+        logits = self.clock(visual.float()).reshape(*visual.shape[:2], 3, 10)
+        digits = torch.stack([tenths // 100 % 10, tenths // 10 % 10, tenths % 10], dim=-1)
+        digits = digits[:, None].expand(-1, visual.shape[1], -1)
+        return F.cross_entropy(logits.reshape(-1, 10), digits.reshape(-1))
+
+
+def branch_loss(
+    model: Qwen3VL,
+    branches: Branches,
+    *,
+    visual_norm_weight: float = 0.0,
+    heads: GroundingHeads | None = None,
+    saliency_weight: float = 0.0,
+    clock_weight: float = 0.0,
+) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
 
@@ -177,28 +222,60 @@ def branch_loss(model: Qwen3VL, branches: Branches, *, visual_norm_weight: float
     features. Without it a model trained from scratch lets them grow into one huge constant
     vector (norm ~100 against ~1 for text embeddings) that drowns what they say about the
     frames, and it never learns to look.
+
+    With ``heads``, ``saliency_weight`` times their saliency binary cross-entropy over the
+    frame pairs of every grounding question (``branches.saliency``) and ``clock_weight`` times
+    their clock loss (``branches.pair_tenths``) are added.
     """
     cache = _SharedPrefix(model.config.text.num_hidden_layers)
     seen: list[torch.Tensor] = []
-    hook = model.model.visual.register_forward_hook(
+    states: list[torch.Tensor] = []
+    hooks = [model.model.visual.register_forward_hook(
         lambda _module, _args, out: seen.extend([out.tokens, *out.deepstack])
-    )
+    )]
+    use_saliency = heads is not None and saliency_weight > 0 and branches.saliency is not None
+    use_clock = heads is not None and clock_weight > 0 and branches.pair_tenths is not None
+    if use_saliency or use_clock:
+        last = model.model.language_model.layers[-1]
+        hooks.append(last.register_forward_pre_hook(lambda _module, args: states.append(args[0])))
+    losses, salient = [], []
     try:
         prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
+        visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock else None
+        pairs = visual.mean(dim=1) if use_saliency and visual is not None else None
+        for rows in branches.groups():
+            width = max(branches.lengths[i] for i in rows)
+            ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
+            deltas = prefix.rope_deltas.expand(len(rows), 1)
+            logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
+            per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+            losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
+            if pairs is not None:
+                assert heads is not None and branches.saliency is not None
+                ends = torch.tensor([branches.question_lengths[i] - 1 for i in rows], device=ids.device)
+                questions = states[-1][torch.arange(len(rows), device=ids.device), ends]
+                salient.append((heads.saliency(questions, pairs), branches.saliency[rows]))
     finally:
-        hook.remove()
-    losses = []
-    for rows in branches.groups():
-        width = max(branches.lengths[i] for i in rows)
-        ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
-        deltas = prefix.rope_deltas.expand(len(rows), 1)
-        logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
-        per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-        losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
+        for hook in hooks:
+            hook.remove()
     loss = torch.cat(losses).mean()
     if visual_norm_weight and seen:
         loss = loss + visual_norm_weight * torch.stack([t.float().pow(2).mean() for t in seen]).mean()
+    if salient:
+        scores, targets = torch.cat([s for s, _ in salient]), torch.cat([t for _, t in salient])
+        if (known := targets >= 0).any():
+            loss = loss + saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
+    if use_clock and visual is not None:
+        assert heads is not None and branches.pair_tenths is not None
+        loss = loss + clock_weight * heads.clock_loss(visual, branches.pair_tenths)
     return loss
+
+
+def _visual_states(model: Qwen3VL, branches: Branches, states: torch.Tensor) -> torch.Tensor:
+    """Each frame pair's visual token states [P, T, D] in the prefix pass ``states`` [1, L, D]."""
+    assert branches.pair_tenths is not None
+    visual = branches.prefix["input_ids"][0] == model.config.video_token_id
+    return states[0, visual].reshape(len(branches.pair_tenths), -1, states.shape[-1])
 
 
 class SampleStream(torch.utils.data.Dataset):
@@ -275,7 +352,9 @@ def train(
     if cfg.tower_warmup is not None:
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    head = GroundingHeads(model.config.text.hidden_size).to(device) if cfg.saliency_weight or cfg.clock_weight else None
+    params = [*model.parameters(), *(head.parameters() if head is not None else ())]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
     losses: list[float] = []
     samples = iter(sample_loader(cfg, processor))
@@ -287,10 +366,13 @@ def train(
         for _micro in range(cfg.accumulation):
             branches = next(samples).to(device)
             with autocast:
-                loss = branch_loss(model, branches, visual_norm_weight=cfg.visual_norm_weight) / cfg.accumulation
+                loss = branch_loss(
+                    model, branches, visual_norm_weight=cfg.visual_norm_weight,
+                    heads=head, saliency_weight=cfg.saliency_weight, clock_weight=cfg.clock_weight,
+                ) / cfg.accumulation
             loss.backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(total)
@@ -315,7 +397,12 @@ class _null:
 
 
 def builtin_stages(
-    *, frame_px: int = 64, tower_warmup: WarmupConfig | None = None, snap_spans: bool = False
+    *,
+    frame_px: int = 64,
+    tower_warmup: WarmupConfig | None = None,
+    snap_spans: bool = False,
+    motion_warmup: WarmupConfig | None = None,
+    saliency_weight: float = 0.0,
 ) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
@@ -333,22 +420,25 @@ def builtin_stages(
 
     Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``). The
     keywords change the schedule for experiments (defaults: the built-in's): ``frame_px`` for
-    every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and
-    ``snap_spans`` for the video stages (answers on the printed frame-pair times).
+    every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
+    video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
+    before stage 3 (usually with ``moving`` > 0) and the ``saliency_weight`` of the frame-pair
+    saliency loss.
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
+    video = {"saliency_weight": saliency_weight, **common}
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
                     sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),
         TrainConfig(steps=200, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1,
                     sample=SampleSpec(frame_px=frame_px, stills=True, world=world), **common),
-        TrainConfig(steps=700, accumulation=8, lr=1.5e-3, warmup_steps=20, seed=2,
-                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=short, snap_spans=snap_spans), **common),
+        TrainConfig(steps=700, accumulation=8, lr=1.5e-3, warmup_steps=20, seed=2, tower_warmup=motion_warmup,
+                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=short, snap_spans=snap_spans), **video),
         TrainConfig(steps=500, accumulation=4, lr=1e-3, warmup_steps=20, seed=3,
-                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=world, snap_spans=snap_spans), **common),
+                    sample=SampleSpec(frame_px=frame_px, questions=8, kinds=kinds, world=world, snap_spans=snap_spans), **video),
     ]
 
 

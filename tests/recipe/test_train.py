@@ -9,10 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from recipe.data import IGNORE, SampleSpec, encode, encode_branches, make_sample, planned_seconds
-from recipe.train import TrainConfig, branch_loss, train
+from recipe.data import (
+    IGNORE,
+    SampleSpec,
+    encode,
+    encode_branches,
+    make_sample,
+    pair_saliency,
+    planned_seconds,
+)
+from recipe.tasks import Task
+from recipe.train import GroundingHeads, TrainConfig, branch_loss, train
 from recipe.world import WorldParams
-from vidlm.processor import Processor, ProcessorConfig
+from vidlm.processor import Processor, ProcessorConfig, frame_pair_seconds
 from vidlm.tokenizer import Tokenizer
 
 SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
@@ -31,7 +40,7 @@ def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def small(steps: int, **kw) -> TrainConfig:
     return TrainConfig(steps=steps, accumulation=2, lr=3e-3, warmup_steps=3, log_every=1000,
                        save_every=1000, model_hidden=64, model_layers=2, tokenizer_scenes=40,
-                       sample=SPEC, **kw)
+                       **({"sample": SPEC} | kw))
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +199,93 @@ def test_a_tower_warm_up_must_see_the_stage_s_frames(tmp_path):
 
     with pytest.raises(ValueError, match="frame_px"):
         train(tmp_path / "a", cfg=small(1, tower_warmup=WarmupConfig(stills=8, batch=8, frame_px=128)))
+
+
+def test_pair_saliency_marks_the_pairs_inside_the_true_span():
+    pairs = [0.2, 1.2, 2.2, 3.2, 4.2]
+    assert pair_saliency(Task("grounding", "q", "a", ((1.0, 3.3),)), pairs) == [0, 1, 1, 1, 0]
+    # No pair time inside: the pair nearest to the span's middle (1.65).
+    assert pair_saliency(Task("grounding", "q", "a", ((1.4, 1.9),)), pairs) == [0, 1, 0, 0, 0]
+    assert pair_saliency(Task("qa", "q", "a", at_seconds=1.0), pairs) == []
+
+
+def grounding_sample():
+    spec = dataclasses.replace(MULTI, kinds=("grounding", "qa"), questions=6)
+    sample = next(s for s in (make_sample(seed, spec) for seed in range(40, 80))
+                  if 2 <= sum(t.kind == "grounding" for t in s.tasks) < len(s.tasks))
+    return sample
+
+
+def test_branches_carry_each_grounding_question_s_pair_saliency(trained):
+    out, _ = trained
+    processor = Processor(Tokenizer.from_dir(out), ProcessorConfig(video_max_tokens_per_frame=4))
+    sample = grounding_sample()
+    branches = encode_branches(processor, sample)
+    pairs = frame_pair_seconds(sample.seconds)
+    assert branches.saliency is not None and branches.saliency.shape == (len(sample.tasks), len(pairs))
+    for i, task in enumerate(sample.tasks):
+        row = branches.saliency[i].tolist()
+        if task.kind == "grounding":
+            assert row == pair_saliency(task, pairs) and 0 < sum(row) < len(pairs)
+        else:
+            assert row == [-1.0] * len(pairs)
+        # The answer starts right after the prompt.
+        asked = branches.question_lengths[i]
+        assert branches.labels[i, asked - 1] == IGNORE and branches.labels[i, asked] != IGNORE
+
+
+def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
+    """The added losses are the heads' cross-entropies on the states entering the last layer,
+    at the question's last prompt token and each pair's visual tokens, of every grounding
+    question run as one whole sequence."""
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    sample = grounding_sample()
+    torch.manual_seed(0)
+    head = GroundingHeads(lm.model.config.text.hidden_size)
+    branches = encode_branches(lm.processor, sample)
+    last = lm.model.model.language_model.layers[-1]
+    scores, targets, states = [], [], []
+    with torch.no_grad():
+        plain = branch_loss(lm.model, branches)
+        added = branch_loss(lm.model, branches, heads=head, saliency_weight=2.0) - plain
+        clock = branch_loss(lm.model, branches, heads=head, clock_weight=0.5) - plain
+        for i, task in enumerate(sample.tasks):
+            if task.kind != "grounding":
+                continue
+            states.clear()
+            hook = last.register_forward_pre_hook(lambda _m, args: states.append(args[0]))
+            batch = encode(lm.processor, sample, task)
+            batch.pop("labels")
+            lm.model(**batch)
+            hook.remove()
+            ids = batch["input_ids"][0]
+            visual = states[0][0, ids == lm.model.config.video_token_id].reshape(len(branches.saliency[i]), 4, -1)
+            question_end = len(branches.prefix["input_ids"][0]) + branches.question_lengths[i] - 1
+            scores.append(head.saliency(states[0][0, question_end][None], visual.mean(dim=1))[0])
+            targets.append(branches.saliency[i])
+    want = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(scores), torch.cat(targets))
+    assert len(scores) >= 2 and added.item() == pytest.approx(2.0 * want.item(), rel=1e-4, abs=1e-6)
+    # The clock: every visual token names the digits of the time printed before its pair.
+    printed = [float(f"{t:.1f}") for t in frame_pair_seconds(sample.seconds)]
+    assert branches.pair_tenths.tolist() == [round(t * 10) for t in printed]
+    digits = torch.tensor([[int(c) for c in f"{t:04.1f}".replace(".", "")] for t in printed])  # "07.5" -> 0 7 5
+    logits = head.clock(visual).reshape(len(printed), 4, 3, 10)
+    want = torch.nn.functional.cross_entropy(logits.reshape(-1, 10), digits[:, None].expand(-1, 4, -1).reshape(-1))
+    assert clock.item() == pytest.approx(0.5 * want.item(), rel=1e-4, abs=1e-6)
+
+
+def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
+    from safetensors import safe_open
+
+    import vidlm
+
+    grounding = dataclasses.replace(SPEC, kinds=("grounding",), questions=3)
+    plain = train(tmp_path / "plain", cfg=small(4, sample=grounding))
+    salient = train(tmp_path / "salient", cfg=small(4, sample=grounding, saliency_weight=1.0, clock_weight=1.0))
+    assert all(np.isfinite(salient)) and salient[0] > plain[0]  # its loss is added from the first step
+    keys = [set(safe_open(str(tmp_path / run / "model.safetensors"), "pt").keys()) for run in ("plain", "salient")]
+    assert keys[0] == keys[1]  # the released format, nothing more
+    vidlm.load(tmp_path / "salient")
