@@ -9,6 +9,7 @@ the answer tokens (and the closing ``<|im_end|>``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -225,12 +226,17 @@ class Branches:
     question_lengths: list[int] = field(default_factory=list)
     saliency: torch.Tensor | None = None
     pair_tenths: torch.Tensor | None = None  # [P]: the time printed before each pair, in tenths
+    # [K, 3] rows (row, position, pair): the token at ``position`` of ``row`` predicts a digit of
+    # an answer time, which is (nearest to) the time printed before frame pair ``pair``.
+    pointers: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> Branches:
         prefix = {k: v.to(device) for k, v in self.prefix.items()}
-        saliency, tenths = (None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths))
+        saliency, tenths, pointers = (
+            None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths, self.pointers)
+        )
         return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths,
-                        self.question_lengths, saliency, tenths)
+                        self.question_lengths, saliency, tenths, pointers)
 
     def groups(self, *, slack: float = 1.5) -> list[list[int]]:
         """Row indices grouped by similar length (each group's longest row at most ``slack``
@@ -266,8 +272,29 @@ def encode_branches(processor, sample: Sample) -> Branches:
     label_ids = torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long)
     pairs = frame_pair_seconds(sample.seconds)
     saliency = torch.tensor([pair_saliency(task, pairs) or [-1.0] * len(pairs) for task in sample.tasks])
-    tenths = torch.tensor([round(float(format_seconds(t)) * 10) for t in pairs])
-    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths)
+    printed = [float(format_seconds(t)) for t in pairs]
+    tenths = torch.tensor([round(t * 10) for t in printed])
+    pointers = [
+        (row, asked[row] + token - 1, pair)
+        for row, task in enumerate(sample.tasks) if task.kind in ("grounding", "caption")
+        for token, pair in answer_time_tokens(tok, rows[row][asked[row]:], printed)
+    ]
+    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths,
+                    torch.tensor(pointers, dtype=torch.long).reshape(-1, 3))
+
+
+def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float]) -> list[tuple[int, int]]:
+    """(token index, frame pair) for every token of ``answer_ids`` that is part of a time
+    ("12.5"): the pair is the one whose printed time (``printed``) is nearest to that time."""
+    pieces = [tok.decode([i]) for i in answer_ids]
+    owner = [k for k, piece in enumerate(pieces) for _ in piece]  # character -> token
+    text = "".join(pieces)
+    found: dict[int, int] = {}
+    for match in re.finditer(r"\d+\.\d", text):
+        pair = int(np.abs(np.asarray(printed) - float(match.group())).argmin())
+        for char in range(match.start(), match.end()):
+            found.setdefault(owner[char], pair)
+    return sorted(found.items())
 
 
 def pair_saliency(task: Task, pair_seconds: Sequence[float]) -> list[float]:

@@ -64,6 +64,7 @@ class TrainConfig:
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
     saliency_weight: float = 0.0  # weight of the frame-pair saliency loss (GroundingHeads)
     clock_weight: float = 0.0  # weight of the visual tokens' timestamp-digit loss (GroundingHeads)
+    pointer_weight: float = 0.0  # weight of the answer-time pointer loss (GroundingHeads)
 
     def __post_init__(self) -> None:
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
@@ -183,7 +184,10 @@ class GroundingHeads(torch.nn.Module):
       pair lies inside the asked event (``pair_saliency``), as moment retrieval models train
       a saliency score;
     - clock: every visual token names the three digits (tens, units, tenths) of the time
-      printed before its pair, which an answer that finds the token can then copy.
+      printed before its pair, which an answer that finds the token can then copy;
+    - pointer: each answer token that predicts a digit of a time points (softmax over the
+      pairs, the same two projections' shape as saliency) at the pair whose printed time that
+      is: the lookup the last layer's attention has to make to copy it.
     """
 
     def __init__(self, hidden: int, width: int = 64) -> None:
@@ -192,11 +196,18 @@ class GroundingHeads(torch.nn.Module):
         self.key = torch.nn.Linear(hidden, width, bias=False)
         self.bias = torch.nn.Parameter(torch.zeros(()))
         self.clock = torch.nn.Linear(hidden, 3 * 10)
+        self.point_query = torch.nn.Linear(hidden, width, bias=False)
+        self.point_key = torch.nn.Linear(hidden, width, bias=False)
 
     def saliency(self, questions: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Logits [N, P] for question states [N, D] and pair states [P, D]."""
         q, k = self.query(questions.float()), self.key(pairs.float())
         return q @ k.T / math.sqrt(q.shape[-1]) + self.bias
+
+    def pointer(self, positions: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Logits [K, P] over the pairs [P, D] for answer positions' states [K, D]."""
+        q, k = self.point_query(positions.float()), self.point_key(pairs.float())
+        return q @ k.T / math.sqrt(q.shape[-1])
 
     def clock_loss(self, visual: torch.Tensor, tenths: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the digits of ``tenths`` [P] from the visual token states [P, T, D]."""
@@ -214,6 +225,7 @@ def branch_loss(
     heads: GroundingHeads | None = None,
     saliency_weight: float = 0.0,
     clock_weight: float = 0.0,
+    pointer_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
@@ -224,8 +236,9 @@ def branch_loss(
     frames, and it never learns to look.
 
     With ``heads``, ``saliency_weight`` times their saliency binary cross-entropy over the
-    frame pairs of every grounding question (``branches.saliency``) and ``clock_weight`` times
-    their clock loss (``branches.pair_tenths``) are added.
+    frame pairs of every grounding question (``branches.saliency``), ``clock_weight`` times
+    their clock loss (``branches.pair_tenths``) and ``pointer_weight`` times their pointer
+    cross-entropy (``branches.pointers``) are added.
     """
     cache = _SharedPrefix(model.config.text.num_hidden_layers)
     seen: list[torch.Tensor] = []
@@ -235,14 +248,15 @@ def branch_loss(
     )]
     use_saliency = heads is not None and saliency_weight > 0 and branches.saliency is not None
     use_clock = heads is not None and clock_weight > 0 and branches.pair_tenths is not None
-    if use_saliency or use_clock:
+    use_pointer = heads is not None and pointer_weight > 0 and branches.pointers is not None and len(branches.pointers) > 0
+    if use_saliency or use_clock or use_pointer:
         last = model.model.language_model.layers[-1]
         hooks.append(last.register_forward_pre_hook(lambda _module, args: states.append(args[0])))
-    losses, salient = [], []
+    losses, salient, pointed = [], [], []
     try:
         prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
-        visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock else None
-        pairs = visual.mean(dim=1) if use_saliency and visual is not None else None
+        visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock or use_pointer else None
+        pairs = visual.mean(dim=1) if visual is not None else None
         for rows in branches.groups():
             width = max(branches.lengths[i] for i in rows)
             ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
@@ -250,7 +264,15 @@ def branch_loss(
             logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
             per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
             losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
-            if pairs is not None:
+            if use_pointer and pairs is not None:
+                assert heads is not None and branches.pointers is not None
+                local = {row: k for k, row in enumerate(rows)}
+                chosen = [r for r in branches.pointers.tolist() if r[0] in local]
+                if chosen:
+                    at = torch.tensor([[local[r], position] for r, position, _ in chosen], device=ids.device)
+                    targets = torch.tensor([pair for *_, pair in chosen], device=ids.device)
+                    pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
+            if use_saliency and pairs is not None:
                 assert heads is not None and branches.saliency is not None
                 ends = torch.tensor([branches.question_lengths[i] - 1 for i in rows], device=ids.device)
                 questions = states[-1][torch.arange(len(rows), device=ids.device), ends]
@@ -265,6 +287,8 @@ def branch_loss(
         scores, targets = torch.cat([s for s, _ in salient]), torch.cat([t for _, t in salient])
         if (known := targets >= 0).any():
             loss = loss + saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
+    if pointed:
+        loss = loss + pointer_weight * F.cross_entropy(torch.cat([s for s, _ in pointed]), torch.cat([t for _, t in pointed]))
     if use_clock and visual is not None:
         assert heads is not None and branches.pair_tenths is not None
         loss = loss + clock_weight * heads.clock_loss(visual, branches.pair_tenths)
@@ -352,7 +376,8 @@ def train(
     if cfg.tower_warmup is not None:
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()
-    head = GroundingHeads(model.config.text.hidden_size).to(device) if cfg.saliency_weight or cfg.clock_weight else None
+    grounding = cfg.saliency_weight or cfg.clock_weight or cfg.pointer_weight
+    head = GroundingHeads(model.config.text.hidden_size).to(device) if grounding else None
     params = [*model.parameters(), *(head.parameters() if head is not None else ())]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
@@ -369,6 +394,7 @@ def train(
                 loss = branch_loss(
                     model, branches, visual_norm_weight=cfg.visual_norm_weight,
                     heads=head, saliency_weight=cfg.saliency_weight, clock_weight=cfg.clock_weight,
+                    pointer_weight=cfg.pointer_weight,
                 ) / cfg.accumulation
             loss.backward()
             total += loss.item()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -234,6 +235,26 @@ def test_branches_carry_each_grounding_question_s_pair_saliency(trained):
         assert branches.labels[i, asked - 1] == IGNORE and branches.labels[i, asked] != IGNORE
 
 
+def test_pointers_mark_the_answer_tokens_of_each_time_with_its_frame_pair(trained):
+    """With snapped answers every time in an answer is a printed one: the tokens a pointer
+    position predicts spell exactly the times printed before the pairs pointed at."""
+    out, _ = trained
+    tok = Tokenizer.from_dir(out)
+    processor = Processor(tok, ProcessorConfig(video_max_tokens_per_frame=4))
+    sample = make_sample(3, dataclasses.replace(MULTI, kinds=("grounding", "caption", "qa"), snap_spans=True))
+    branches = encode_branches(processor, sample)
+    printed = [f"{t:.1f}" for t in frame_pair_seconds(sample.seconds)]
+    spelled: dict[tuple[int, int], str] = {}
+    for row, position, pair in branches.pointers.tolist():
+        assert sample.tasks[row].kind in ("grounding", "caption")
+        assert branches.labels[row, position + 1] != IGNORE  # an answer token
+        spelled[row, pair] = spelled.get((row, pair), "") + tok.decode(branches.input_ids[row, position + 1 : position + 2].tolist())
+    want = {(row, pair) for row, task in enumerate(sample.tasks) for pair, t in enumerate(printed)
+            if task.kind in ("grounding", "caption") and t in re.findall(r"\d+\.\d", task.answer)}
+    assert spelled and set(spelled) == want
+    assert all(text.count(printed[pair]) >= 1 and set(text) <= set("0123456789.") for (_, pair), text in spelled.items())
+
+
 def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     """The added losses are the heads' cross-entropies on the states entering the last layer,
     at the question's last prompt token and each pair's visual tokens, of every grounding
@@ -252,6 +273,8 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
         plain = branch_loss(lm.model, branches)
         added = branch_loss(lm.model, branches, heads=head, saliency_weight=2.0) - plain
         clock = branch_loss(lm.model, branches, heads=head, clock_weight=0.5) - plain
+        pointer = branch_loss(lm.model, branches, heads=head, pointer_weight=3.0) - plain
+        pointer_logits, pointer_targets = [], []
         for i, task in enumerate(sample.tasks):
             if task.kind != "grounding":
                 continue
@@ -266,6 +289,11 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
             question_end = len(branches.prefix["input_ids"][0]) + branches.question_lengths[i] - 1
             scores.append(head.saliency(states[0][0, question_end][None], visual.mean(dim=1))[0])
             targets.append(branches.saliency[i])
+            for row, position, pair in branches.pointers.tolist():
+                if row == i:
+                    at = len(branches.prefix["input_ids"][0]) + position
+                    pointer_logits.append(head.pointer(states[0][0, at][None], visual.mean(dim=1))[0])
+                    pointer_targets.append(pair)
     want = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(scores), torch.cat(targets))
     assert len(scores) >= 2 and added.item() == pytest.approx(2.0 * want.item(), rel=1e-4, abs=1e-6)
     # The clock: every visual token names the digits of the time printed before its pair.
@@ -275,6 +303,8 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     logits = head.clock(visual).reshape(len(printed), 4, 3, 10)
     want = torch.nn.functional.cross_entropy(logits.reshape(-1, 10), digits[:, None].expand(-1, 4, -1).reshape(-1))
     assert clock.item() == pytest.approx(0.5 * want.item(), rel=1e-4, abs=1e-6)
+    want = torch.nn.functional.cross_entropy(torch.stack(pointer_logits), torch.tensor(pointer_targets))
+    assert len(pointer_targets) >= 12 and pointer.item() == pytest.approx(3.0 * want.item(), rel=1e-4, abs=1e-6)
 
 
 def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
