@@ -177,7 +177,7 @@ class GroundingHeads(torch.nn.Module):
     whose attention is where an answer can look up the frames it names and copy their time.
 
     A grounding answer is a few digits, so the answer loss alone gives that lookup a weak
-    signal. Two denser ones:
+    signal. Three denser ones:
 
     - saliency: the question's last prompt token and each frame pair's visual tokens (averaged)
       are projected to ``width``; their scaled dot product plus a bias is the logit that the
@@ -201,13 +201,11 @@ class GroundingHeads(torch.nn.Module):
 
     def saliency(self, questions: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Logits [N, P] for question states [N, D] and pair states [P, D]."""
-        q, k = self.query(questions.float()), self.key(pairs.float())
-        return q @ k.T / math.sqrt(q.shape[-1]) + self.bias
+        return _scaled_dot(self.query(questions.float()), self.key(pairs.float())) + self.bias
 
     def pointer(self, positions: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Logits [K, P] over the pairs [P, D] for answer positions' states [K, D]."""
-        q, k = self.point_query(positions.float()), self.point_key(pairs.float())
-        return q @ k.T / math.sqrt(q.shape[-1])
+        return _scaled_dot(self.point_query(positions.float()), self.point_key(pairs.float()))
 
     def clock_loss(self, visual: torch.Tensor, tenths: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the digits of ``tenths`` [P] from the visual token states [P, T, D]."""
@@ -215,6 +213,10 @@ class GroundingHeads(torch.nn.Module):
         digits = torch.stack([tenths // 100 % 10, tenths // 10 % 10, tenths % 10], dim=-1)
         digits = digits[:, None].expand(-1, visual.shape[1], -1)
         return F.cross_entropy(logits.reshape(-1, 10), digits.reshape(-1))
+
+
+def _scaled_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return q @ k.T / math.sqrt(q.shape[-1])
 
 
 def branch_loss(
@@ -429,6 +431,8 @@ def builtin_stages(
     snap_spans: bool = False,
     motion_warmup: WarmupConfig | None = None,
     saliency_weight: float = 0.0,
+    clock_weight: float = 0.0,
+    pointer_weight: float = 0.0,
 ) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
@@ -448,14 +452,14 @@ def builtin_stages(
     keywords change the schedule for experiments (defaults: the built-in's): ``frame_px`` for
     every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
     video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
-    before stage 3 (usually with ``moving`` > 0) and the ``saliency_weight`` of the frame-pair
-    saliency loss.
+    before stage 3 (usually with ``moving`` > 0) and the weights of the ``GroundingHeads``
+    losses (``saliency_weight``, ``clock_weight``, ``pointer_weight``).
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
-    video = {"saliency_weight": saliency_weight, **common}
+    video = {"saliency_weight": saliency_weight, "clock_weight": clock_weight, "pointer_weight": pointer_weight, **common}
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
                     sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),

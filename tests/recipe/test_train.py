@@ -319,3 +319,17 @@ def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
     keys = [set(safe_open(str(tmp_path / run / "model.safetensors"), "pt").keys()) for run in ("plain", "salient")]
     assert keys[0] == keys[1]  # the released format, nothing more
     vidlm.load(tmp_path / "salient")
+
+
+def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_video_stages():
+    from recipe.train import builtin_stages
+    from recipe.warmup import WarmupConfig
+
+    shipped = builtin_stages()
+    assert [c.steps for c in shipped] == [150, 200, 700, 500]
+    assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
+    assert all(c.saliency_weight == c.clock_weight == c.pointer_weight == 0 for c in shipped)
+    motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
+    tried = builtin_stages(frame_px=128, motion_warmup=motion, saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0)
+    assert [c.tower_warmup for c in tried] == [None, None, motion, None]
+    assert [(c.saliency_weight, c.clock_weight, c.pointer_weight) for c in tried] == [(0, 0, 0)] * 2 + [(0.5, 1.0, 2.0)] * 2
