@@ -47,6 +47,10 @@ ACTIONS: tuple[str, ...] = ("still", "enter", "appear", "move", "change_colour",
 DIRECTIONS: tuple[str, ...] = ("none", *MOVE_DIRECTIONS)
 MIN_TRAVEL = 0.004  # of the frame side, ~0.5 px at 128 px
 PAIR_GAP_SECONDS = 0.5  # the two frames of a pair at the product's 2 fps
+# Each per-token label of a Still with its classes (the last, one more, is "no object centre").
+LABELS: dict[str, tuple[str, ...]] = {
+    "shapes": SHAPES, "colours": OBJECT_COLOUR_NAMES, "actions": ACTIONS, "directions": DIRECTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,7 @@ def labelled_still(
             video = process_video(render_frames(scene, seconds, size_px=frame_px), seconds, processor.config)
             merge = processor.config.merge_size
             rows, cols = video.grid_thw[1] // merge, video.grid_thw[2] // merge
-            labels = {name: torch.full((rows * cols,), classes)
-                      for name, classes in (("shapes", len(SHAPES)), ("colours", len(OBJECT_COLOUR_NAMES)),
-                                            ("actions", len(ACTIONS)), ("directions", len(DIRECTIONS)))}
+            labels = {name: torch.full((rows * cols,), len(classes)) for name, classes in LABELS.items()}
             middle = float(seconds.mean()) * 10
             for track, state in shown:
                 row = min(rows - 1, max(0, int(state.y.mean() * rows)))
@@ -163,11 +165,6 @@ class StillBatches(torch.utils.data.IterableDataset):
             labels = {name: torch.cat([getattr(s, name) for s in stills]) for name in LABELS}
             yield torch.cat([s.pixels for s in stills]), torch.cat([s.grid for s in stills]), labels
 
-
-# Each per-token label of a Still with its classes (the last, one more, is "no object centre").
-LABELS: dict[str, tuple[str, ...]] = {
-    "shapes": SHAPES, "colours": OBJECT_COLOUR_NAMES, "actions": ACTIONS, "directions": DIRECTIONS,
-}
 
 
 def tower_features(model: Qwen3VL, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
