@@ -68,6 +68,7 @@ class Tally:
     events_true: int = 0
     events_predicted: int = 0
     events_matched: int = 0
+    events_named: int = 0  # matched with the true event's own caption (normalised)
 
     def summary(self) -> dict[str, Any]:
         scores = index.grounding_scores(self.grounding_pred, self.grounding_truth)
@@ -80,6 +81,9 @@ class Tally:
             "qa_exact": self.qa_correct / self.qa_total if self.qa_total else None,
             "caption_recall": self.events_matched / self.events_true if has_captions else None,
             "caption_precision": (self.events_matched / self.events_predicted if self.events_predicted else 0.0)
+            if has_captions else None,
+            "caption_recall_named": self.events_named / self.events_true if has_captions else None,
+            "caption_precision_named": (self.events_named / self.events_predicted if self.events_predicted else 0.0)
             if has_captions else None,
             "grounding_queries": len(self.grounding_truth),
             "qa_questions": self.qa_total,
@@ -190,6 +194,9 @@ def _score_captions(lm: Any, tally: Tally, frames, seconds, duration: float, row
     predicted = index.parse_dense_captions(answer, duration_seconds=duration)
     truth = [(r["start_seconds"], r["end_seconds"]) for r in rows]
     scores = index.event_scores(predicted, truth, iou_threshold=0.5)
+    labels = ([normalise_answer(p.caption or "") for p in predicted], [normalise_answer(r["caption"]) for r in rows])
+    named = index.event_scores(predicted, truth, iou_threshold=0.5, labels=labels)
     tally.events_true += len(truth)
     tally.events_predicted += len(predicted)
     tally.events_matched += len(scores.matches)
+    tally.events_named += len(named.matches)

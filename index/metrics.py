@@ -136,16 +136,24 @@ def event_scores(
     *,
     iou_threshold: float = 0.5,
     matching: Literal["hungarian", "greedy"] = "hungarian",
+    labels: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> EventScores:
     """One-to-one match predicted events to true events and score the matches.
 
-    A pair counts only with IoU >= ``iou_threshold``. "hungarian" maximises the number of
-    such pairs (then their total IoU); "greedy" takes pairs by decreasing IoU. With no
-    predictions precision is 1.0 if there is no truth either, else 0.0 (likewise recall).
+    A pair counts only with IoU >= ``iou_threshold`` and, given ``labels`` (one string per
+    predicted and per true event, e.g. normalised captions), only if their labels are equal.
+    "hungarian" maximises the number of such pairs (then their total IoU); "greedy" takes pairs
+    by decreasing IoU. With no predictions precision is 1.0 if there is no truth either, else
+    0.0 (likewise recall).
     """
     if matching not in ("hungarian", "greedy"):
         raise ValueError(f"matching must be 'hungarian' or 'greedy', got {matching!r}")
     ious = iou_matrix(predicted, truth)
+    if labels is not None:
+        said, true = labels
+        if len(said) != len(predicted) or len(true) != len(truth):
+            raise ValueError(f"labels: expected {len(predicted)} and {len(truth)}, got {len(said)} and {len(true)}")
+        ious = np.where(np.equal.outer(np.asarray(said, dtype=object), np.asarray(true, dtype=object)), ious, 0.0)
     pairs = _greedy(ious, iou_threshold) if matching == "greedy" else _optimal(ious, iou_threshold)
     n = len(pairs)
     precision = n / len(predicted) if len(predicted) else float(not len(truth))

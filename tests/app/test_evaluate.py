@@ -68,6 +68,7 @@ def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch)
     assert result["grounding_queries"] > 0 and result["caption_events"] > 0 and result["qa_questions"] > 0
     assert result["r1_at_0_7"] == 1.0 and result["miou"] == pytest.approx(1.0)
     assert result["qa_exact"] == 1.0 and result["caption_recall"] == 1.0 and result["caption_precision"] == 1.0
+    assert result["caption_recall_named"] == 1.0 and result["caption_precision_named"] == 1.0
     # The probe's questions are not the oracle's: it answers "no idea", named no colour.
     assert result["binding_questions"] == evaluate.BINDING_QUESTIONS_PER_VIDEO
     assert result["binding_accuracy"] == 0.0 and result["binding_last_pair_rate"] == 0.0
@@ -82,3 +83,18 @@ def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatc
     monkeypatch.setattr(evaluate, "ask", oracle(tmp_path / "shifted", seed=777, shift=1000.0))
     result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
     assert result["r1_at_0_3"] == 0.0 and result["caption_recall"] == 0.0
+
+
+def test_captions_with_the_right_spans_and_the_wrong_text_are_not_named(lm, tmp_path, monkeypatch):
+    """``caption_recall`` matches spans only; ``caption_recall_named`` also wants each matched
+    line to say its event: with every other line's text replaced, only the others count there."""
+    from recipe.tasks import CAPTION_TEMPLATES
+
+    answer = oracle(tmp_path / "half", seed=777)
+    lines = answer(lm, None, None, CAPTION_TEMPLATES[0], max_new_tokens=0).splitlines()
+    half = "\n".join(line if i % 2 == 0 else line.split(": ", 1)[0] + ": nothing happens." for i, line in enumerate(lines))
+    monkeypatch.setattr(evaluate, "ask", lambda *a, **k: half if a[3] == CAPTION_TEMPLATES[0] else answer(*a, **k))
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    assert len(lines) > 2 and result["caption_recall"] == 1.0
+    assert result["caption_recall_named"] == pytest.approx(len(lines[::2]) / len(lines))
+    assert result["caption_precision_named"] == pytest.approx(len(lines[::2]) / len(lines))

@@ -94,3 +94,15 @@ def test_hungarian_matches_brute_force() -> None:
                 sum(w[p[j], j] for j in range(m)) for p in itertools.permutations(range(n), m)
             )
         assert w[rows, cols].sum() == pytest.approx(best)
+
+
+def test_event_scores_with_labels_count_only_pairs_that_say_the_same() -> None:
+    truth = [(0, 10), (10, 20)]
+    both = event_scores([(0, 10), (10, 20)], truth, labels=(["a red circle enters", "x"], ["a red circle enters", "y"]))
+    assert both.recall == 0.5 and both.matches == ((0, 0, 1.0),)
+    # A label match does not excuse a span miss, and a wrong label does not take a right one's place.
+    assert event_scores([(30, 40)], truth, labels=(["y"], ["x", "y"])).recall == 0.0
+    swapped = event_scores([(0, 10), (10, 20)], truth, labels=(["y", "x"], ["x", "y"]))
+    assert swapped.recall == 0.0
+    with pytest.raises(ValueError, match="labels"):
+        event_scores([(0, 10)], truth, labels=(["a"], ["a"]))
