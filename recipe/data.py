@@ -149,9 +149,14 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
         tasks = tuple(shift_task(t, scene, offset) for t in sample.tasks)
         sample = replace(sample, tasks=tasks, seconds=sample.seconds + offset)
     if spec.snap_spans and not spec.stills:
-        stamps = [float(format_seconds(t)) for t in frame_pair_seconds(sample.seconds)]
+        stamps = printed_seconds(sample.seconds)
         sample = replace(sample, tasks=tuple(snap_task(t, scene, stamps) for t in sample.tasks))
     return sample
+
+
+def printed_seconds(seconds: np.ndarray) -> list[float]:
+    """The time printed before each frame pair (``<t seconds>``, tenths) of frames at ``seconds``."""
+    return [float(format_seconds(t)) for t in frame_pair_seconds(seconds)]
 
 
 def _draw_offset(rng: np.random.Generator, spec: SampleSpec) -> float:
@@ -272,7 +277,7 @@ def encode_branches(processor, sample: Sample) -> Branches:
     label_ids = torch.tensor([r + [IGNORE] * (width - len(r)) for r in labels], dtype=torch.long)
     pairs = frame_pair_seconds(sample.seconds)
     saliency = torch.tensor([pair_saliency(task, pairs) or [-1.0] * len(pairs) for task in sample.tasks])
-    printed = [float(format_seconds(t)) for t in pairs]
+    printed = printed_seconds(sample.seconds)
     tenths = torch.tensor([round(t * 10) for t in printed])
     pointers = [
         (row, asked[row] + token - 1, pair)
@@ -289,9 +294,10 @@ def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float])
     pieces = [tok.decode([i]) for i in answer_ids]
     owner = [k for k, piece in enumerate(pieces) for _ in piece]  # character -> token
     text = "".join(pieces)
+    times = np.asarray(printed, dtype=np.float64)
     found: dict[int, int] = {}
     for match in re.finditer(r"\d+\.\d", text):
-        pair = int(np.abs(np.asarray(printed) - float(match.group())).argmin())
+        pair = int(np.abs(times - float(match.group())).argmin())
         for char in range(match.start(), match.end()):
             found.setdefault(owner[char], pair)
     return sorted(found.items())

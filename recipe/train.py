@@ -255,6 +255,7 @@ def branch_loss(
         last = model.model.language_model.layers[-1]
         hooks.append(last.register_forward_pre_hook(lambda _module, args: states.append(args[0])))
     losses, salient, pointed = [], [], []
+    pointers = branches.pointers.tolist() if use_pointer and branches.pointers is not None else []
     try:
         prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
         visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock or use_pointer else None
@@ -266,10 +267,10 @@ def branch_loss(
             logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
             per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
             losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
-            if use_pointer and pairs is not None:
-                assert heads is not None and branches.pointers is not None
+            if pointers and pairs is not None:
+                assert heads is not None
                 local = {row: k for k, row in enumerate(rows)}
-                chosen = [r for r in branches.pointers.tolist() if r[0] in local]
+                chosen = [r for r in pointers if r[0] in local]
                 if chosen:
                     at = torch.tensor([[local[r], position] for r, position, _ in chosen], device=ids.device)
                     targets = torch.tensor([pair for *_, pair in chosen], device=ids.device)

@@ -30,7 +30,15 @@ import torch
 import torch.nn.functional as F
 
 from recipe.data import SampleSpec, worker_options
-from recipe.scene import OBJECT_COLOUR_NAMES, SHAPES, WorldParams, colour_at, object_state
+from recipe.scene import (
+    OBJECT_COLOUR_NAMES,
+    SHAPES,
+    ObjectState,
+    Scene,
+    WorldParams,
+    colour_at,
+    object_state,
+)
 from recipe.tasks import calm_moment
 from recipe.world import DIRECTIONS as MOVE_DIRECTIONS
 from recipe.world import direction_word, make_scene, render_frames
@@ -116,12 +124,12 @@ def labelled_still(
         seed += 1_000_003  # no such moment with an object: the next scene of this seed's own sequence
 
 
-def _calm_pair(scene, rng: np.random.Generator) -> np.ndarray:
+def _calm_pair(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     tenths = calm_moment(scene, rng)
     return np.full(2, tenths / 10) if tenths is not None else np.empty(0)
 
 
-def _moving_pair(scene, rng: np.random.Generator) -> np.ndarray:
+def _moving_pair(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """Two times ``PAIR_GAP_SECONDS`` apart starting inside a random object event (none: empty)."""
     events = [e for e in scene.events if e.object_ids]
     if not events:
@@ -131,7 +139,7 @@ def _moving_pair(scene, rng: np.random.Generator) -> np.ndarray:
     return np.array([start / 10, min(start / 10 + PAIR_GAP_SECONDS, scene.duration_tenths / 10)])
 
 
-def _action(scene, object_id: int, tenths: float) -> str:
+def _action(scene: Scene, object_id: int, tenths: float) -> str:
     """The kind of the first event of ``object_id`` under way at ``tenths``, else "still"."""
     for event in scene.events:
         if object_id in event.object_ids and event.start_tenths <= tenths <= event.end_tenths:
@@ -139,7 +147,7 @@ def _action(scene, object_id: int, tenths: float) -> str:
     return "still"
 
 
-def _direction(state) -> str:
+def _direction(state: ObjectState) -> str:
     dx, dy = float(state.x[-1] - state.x[0]), float(state.y[-1] - state.y[0])
     return "none" if np.hypot(dx, dy) < MIN_TRAVEL else direction_word(dx, dy)
 
