@@ -38,6 +38,7 @@ from recipe.warmup import WarmupConfig, warm_up_tower
 from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
 from vidlm.model import Qwen3VL
 from vidlm.processor import Processor, ProcessorConfig
+from vidlm.rope import apply_rotary
 from vidlm.tokenizer import Tokenizer
 from vidlm.weights import build_model
 
@@ -65,6 +66,7 @@ class TrainConfig:
     saliency_weight: float = 0.0  # weight of the frame-pair saliency loss (GroundingHeads)
     clock_weight: float = 0.0  # weight of the visual tokens' timestamp-digit loss (GroundingHeads)
     pointer_weight: float = 0.0  # weight of the answer-time pointer loss (GroundingHeads)
+    attend_weight: float = 0.0  # weight of the last layer's supervised lookup head (branch_loss)
 
     def __post_init__(self) -> None:
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
@@ -153,6 +155,7 @@ class _SharedPrefix:
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.length = 0
         self.frozen = False
+        self.branch_keys: dict[int, torch.Tensor] = {}  # layer -> keys [B, KV, prefix + branch, Dh] of the last branch pass
 
     def reserve(self, total_tokens: int) -> None:
         return None
@@ -164,7 +167,9 @@ class _SharedPrefix:
         pk, pv = self.keys[layer], self.values[layer]
         assert pk is not None and pv is not None
         shape = (k.shape[0], -1, -1, -1)
-        return torch.cat([pk.expand(shape), k], dim=2), torch.cat([pv.expand(shape), v], dim=2)
+        keys = torch.cat([pk.expand(shape), k], dim=2)
+        self.branch_keys[layer] = keys
+        return keys, torch.cat([pv.expand(shape), v], dim=2)
 
     def advance(self, new_tokens: int) -> None:
         if not self.frozen:  # branches never extend the shared prefix
@@ -228,6 +233,7 @@ def branch_loss(
     saliency_weight: float = 0.0,
     clock_weight: float = 0.0,
     pointer_weight: float = 0.0,
+    attend_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
@@ -241,6 +247,12 @@ def branch_loss(
     frame pairs of every grounding question (``branches.saliency``), ``clock_weight`` times
     their clock loss (``branches.pair_tenths``) and ``pointer_weight`` times their pointer
     cross-entropy (``branches.pointers``) are added.
+
+    ``attend_weight`` supervises the model's own lookup instead of a side head: the first query
+    head of the last decoder layer, at every answer token that predicts a digit of a time, is
+    trained (cross-entropy of its attention mass) to attend to the visual tokens of the frame
+    pair printed with that time (``branches.pointers``), so that the copy the answer needs runs
+    through the attention that produces it.
     """
     cache = _SharedPrefix(model.config.text.num_hidden_layers)
     seen: list[torch.Tensor] = []
@@ -250,16 +262,24 @@ def branch_loss(
     )]
     use_saliency = heads is not None and saliency_weight > 0 and branches.saliency is not None
     use_clock = heads is not None and clock_weight > 0 and branches.pair_tenths is not None
-    use_pointer = heads is not None and pointer_weight > 0 and branches.pointers is not None and len(branches.pointers) > 0
-    if use_saliency or use_clock or use_pointer:
-        last = model.model.language_model.layers[-1]
-        hooks.append(last.register_forward_pre_hook(lambda _module, args: states.append(args[0])))
-    losses, salient, pointed = [], [], []
-    pointers = branches.pointers.tolist() if use_pointer and branches.pointers is not None else []
+    has_pointers = branches.pointers is not None and len(branches.pointers) > 0
+    use_pointer = heads is not None and pointer_weight > 0 and has_pointers
+    use_attend = attend_weight > 0 and has_pointers
+    contexts: list = []
+    last = model.model.language_model.layers[-1]
+    if use_saliency or use_clock or use_pointer or use_attend:
+        def keep(_module: torch.nn.Module, args: tuple) -> None:
+            states.append(args[0])
+            contexts.append(args[1])
+
+        hooks.append(last.register_forward_pre_hook(keep))
+    losses, salient, pointed, attended = [], [], [], []
+    pointers = branches.pointers.tolist() if (use_pointer or use_attend) and branches.pointers is not None else []
     try:
         prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
         visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock or use_pointer else None
         pairs = visual.mean(dim=1) if visual is not None else None
+        pair_keys = _pair_key_positions(model, branches) if use_attend else None
         for rows in branches.groups():
             width = max(branches.lengths[i] for i in rows)
             ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
@@ -267,14 +287,19 @@ def branch_loss(
             logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
             per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
             losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
-            if pointers and pairs is not None:
-                assert heads is not None
-                local = {row: k for k, row in enumerate(rows)}
-                chosen = [r for r in pointers if r[0] in local]
-                if chosen:
-                    at = torch.tensor([[local[r], position] for r, position, _ in chosen], device=ids.device)
-                    targets = torch.tensor([pair for *_, pair in chosen], device=ids.device)
+            local = {row: k for k, row in enumerate(rows)}
+            chosen = [r for r in pointers if r[0] in local]
+            if chosen:
+                at = torch.tensor([[local[r], position] for r, position, _ in chosen], device=ids.device)
+                targets = torch.tensor([pair for *_, pair in chosen], device=ids.device)
+                if use_pointer and pairs is not None:
+                    assert heads is not None
                     pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
+                if use_attend and pair_keys is not None:
+                    attended.append(_attend_loss(
+                        last, states[-1], contexts[-1], cache.branch_keys[len(cache.keys) - 1], at,
+                        pair_keys[targets], prefix_length=branches.prefix["input_ids"].shape[1],
+                    ))
             if use_saliency and pairs is not None:
                 assert heads is not None and branches.saliency is not None
                 ends = torch.tensor([branches.question_lengths[i] - 1 for i in rows], device=ids.device)
@@ -295,7 +320,35 @@ def branch_loss(
     if use_clock and visual is not None:
         assert heads is not None and branches.pair_tenths is not None
         loss = loss + clock_weight * heads.clock_loss(visual, branches.pair_tenths)
+    if attended:
+        loss = loss + attend_weight * torch.cat(attended).mean()
     return loss
+
+
+def _pair_key_positions(model: Qwen3VL, branches: Branches) -> torch.Tensor:
+    """Prefix positions [P, T] of each frame pair's visual tokens."""
+    assert branches.pair_tenths is not None
+    visual = (branches.prefix["input_ids"][0] == model.config.video_token_id).nonzero().flatten()
+    return visual.reshape(len(branches.pair_tenths), -1)
+
+
+def _attend_loss(
+    layer: torch.nn.Module, x: torch.Tensor, ctx, keys: torch.Tensor, at: torch.Tensor,
+    targets: torch.Tensor, *, prefix_length: int,
+) -> torch.Tensor:
+    """-log of the attention mass that query head 0 of ``layer`` gives the key positions
+    ``targets`` [K, T] from the branch positions ``at`` [K, 2] (row, token), recomputed from the
+    layer's input ``x`` [B, L, D], its rope tables ``ctx`` and its keys [B, KV, prefix + L, Dh]."""
+    attn = layer.self_attn
+    rows, pos = at[:, 0], at[:, 1]
+    h = layer.input_layernorm(x[rows, pos])
+    q = attn.q_norm(attn.q_proj(h).view(len(at), -1, attn.head_dim))[:, 0]
+    q = apply_rotary(q, ctx.cos[rows, pos], ctx.sin[rows, pos]).float()
+    k = keys[rows, 0].float()  # query head 0 reads key head 0
+    logits = torch.einsum("kd,kld->kl", q, k) / math.sqrt(attn.head_dim)
+    allowed = torch.arange(k.shape[1], device=k.device)[None] <= prefix_length + pos[:, None]
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.gather(1, targets), dim=1)
 
 
 def _visual_states(model: Qwen3VL, branches: Branches, states: torch.Tensor) -> torch.Tensor:
@@ -397,7 +450,7 @@ def train(
                 loss = branch_loss(
                     model, branches, visual_norm_weight=cfg.visual_norm_weight,
                     heads=head, saliency_weight=cfg.saliency_weight, clock_weight=cfg.clock_weight,
-                    pointer_weight=cfg.pointer_weight,
+                    pointer_weight=cfg.pointer_weight, attend_weight=cfg.attend_weight,
                 ) / cfg.accumulation
             loss.backward()
             total += loss.item()
@@ -434,6 +487,7 @@ def builtin_stages(
     saliency_weight: float = 0.0,
     clock_weight: float = 0.0,
     pointer_weight: float = 0.0,
+    attend_weight: float = 0.0,
 ) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
@@ -454,13 +508,15 @@ def builtin_stages(
     every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
     video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
     before stage 3 (usually with ``moving`` > 0) and the weights of the ``GroundingHeads``
-    losses (``saliency_weight``, ``clock_weight``, ``pointer_weight``).
+    losses (``saliency_weight``, ``clock_weight``, ``pointer_weight``) and of the supervised
+    lookup head (``attend_weight``).
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
-    video = {"saliency_weight": saliency_weight, "clock_weight": clock_weight, "pointer_weight": pointer_weight, **common}
+    video = {"saliency_weight": saliency_weight, "clock_weight": clock_weight, "pointer_weight": pointer_weight,
+             "attend_weight": attend_weight, **common}
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
                     sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),

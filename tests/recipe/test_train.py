@@ -307,6 +307,46 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     assert len(pointer_targets) >= 12 and pointer.item() == pytest.approx(3.0 * want.item(), rel=1e-4, abs=1e-6)
 
 
+def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_pair(trained, monkeypatch):
+    """The lookup loss is -log of the attention that query head 0 of the last layer, in the
+    whole sequence, pays to the visual tokens of the pair each answer time names."""
+    import vidlm
+    import vidlm.decoder as decoder
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    sample = grounding_sample()
+    branches = encode_branches(lm.processor, sample)
+    layers = lm.model.config.text.num_hidden_layers
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = decoder.causal_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q, k))
+        return real(q, k, v, **kw)
+
+    with torch.no_grad():
+        added = branch_loss(lm.model, branches, attend_weight=1.5) - branch_loss(lm.model, branches)
+        monkeypatch.setattr(decoder, "causal_attention", spy)
+        want = []
+        for i, task in enumerate(sample.tasks):
+            if task.kind != "grounding":
+                continue
+            seen.clear()
+            batch = encode(lm.processor, sample, task)
+            batch.pop("labels")
+            lm.model(**batch)
+            q, k = seen[layers - 1]  # the last layer's [1, H, L, Dh] and [1, KV, L, Dh]
+            ids = batch["input_ids"][0]
+            visual = (ids == lm.model.config.video_token_id).nonzero().flatten().reshape(len(branches.saliency[i]), -1)
+            for row, position, pair in branches.pointers.tolist():
+                if row == i:
+                    at = len(branches.prefix["input_ids"][0]) + position
+                    scores = (q[0, 0, at] @ k[0, 0, : at + 1].T) / q.shape[-1] ** 0.5
+                    want.append(-torch.log(torch.softmax(scores, dim=0)[visual[pair]].sum()))
+    assert len(want) >= 12 and added.item() == pytest.approx(1.5 * torch.stack(want).mean().item(), rel=1e-4, abs=1e-6)
+
+
 def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
     from safetensors import safe_open
 
@@ -328,8 +368,10 @@ def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_v
     shipped = builtin_stages()
     assert [c.steps for c in shipped] == [150, 200, 700, 500]
     assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
-    assert all(c.saliency_weight == c.clock_weight == c.pointer_weight == 0 for c in shipped)
+    assert all(c.saliency_weight == c.clock_weight == c.pointer_weight == c.attend_weight == 0 for c in shipped)
     motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
-    tried = builtin_stages(frame_px=128, motion_warmup=motion, saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0)
+    tried = builtin_stages(frame_px=128, motion_warmup=motion, saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0,
+                           attend_weight=3.0)
     assert [c.tower_warmup for c in tried] == [None, None, motion, None]
-    assert [(c.saliency_weight, c.clock_weight, c.pointer_weight) for c in tried] == [(0, 0, 0)] * 2 + [(0.5, 1.0, 2.0)] * 2
+    weights = [(c.saliency_weight, c.clock_weight, c.pointer_weight, c.attend_weight) for c in tried]
+    assert weights == [(0, 0, 0, 0)] * 2 + [(0.5, 1.0, 2.0, 3.0)] * 2
