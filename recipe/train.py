@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
 from recipe.warmup import WarmupConfig, warm_up_tower
 from vidlm.config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
+from vidlm.decoder import AttentionContext, DecoderLayer
 from vidlm.model import Qwen3VL
 from vidlm.processor import Processor, ProcessorConfig
 from vidlm.rope import apply_rotary
@@ -265,7 +267,7 @@ def branch_loss(
     has_pointers = branches.pointers is not None and len(branches.pointers) > 0
     use_pointer = heads is not None and pointer_weight > 0 and has_pointers
     use_attend = attend_weight > 0 and has_pointers
-    contexts: list = []
+    contexts: list[AttentionContext] = []
     last = model.model.language_model.layers[-1]
     if use_saliency or use_clock or use_pointer or use_attend:
         def keep(_module: torch.nn.Module, args: tuple) -> None:
@@ -296,9 +298,10 @@ def branch_loss(
                     assert heads is not None
                     pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
                 if use_attend and pair_keys is not None:
+                    keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
                     attended.append(_attend_loss(
-                        last, states[-1], contexts[-1], cache.branch_keys[len(cache.keys) - 1], at,
-                        pair_keys[targets], prefix_length=branches.prefix["input_ids"].shape[1],
+                        cast(DecoderLayer, last), states[-1], contexts[-1], keys, at, pair_keys[targets],
+                        prefix_length=branches.prefix["input_ids"].shape[1],
                     ))
             if use_saliency and pairs is not None:
                 assert heads is not None and branches.saliency is not None
@@ -333,7 +336,7 @@ def _pair_key_positions(model: Qwen3VL, branches: Branches) -> torch.Tensor:
 
 
 def _attend_loss(
-    layer: torch.nn.Module, x: torch.Tensor, ctx, keys: torch.Tensor, at: torch.Tensor,
+    layer: DecoderLayer, x: torch.Tensor, ctx: AttentionContext, keys: torch.Tensor, at: torch.Tensor,
     targets: torch.Tensor, *, prefix_length: int,
 ) -> torch.Tensor:
     """-log of the attention mass that query head 0 of ``layer`` gives the key positions
