@@ -69,6 +69,7 @@ class TrainConfig:
     clock_weight: float = 0.0  # weight of the visual tokens' timestamp-digit loss (GroundingHeads)
     pointer_weight: float = 0.0  # weight of the answer-time pointer loss (GroundingHeads)
     attend_weight: float = 0.0  # weight of the last layer's supervised lookup head (branch_loss)
+    attend_first_digits: bool = False  # that lookup only where a time's first digit is predicted
 
     def __post_init__(self) -> None:
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
@@ -236,6 +237,7 @@ def branch_loss(
     clock_weight: float = 0.0,
     pointer_weight: float = 0.0,
     attend_weight: float = 0.0,
+    attend_first_digits: bool = False,
 ) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
@@ -254,7 +256,9 @@ def branch_loss(
     head of the last decoder layer, at every answer token that predicts a digit of a time, is
     trained (cross-entropy of its attention mass) to attend to the visual tokens of the frame
     pair printed with that time (``branches.pointers``), so that the copy the answer needs runs
-    through the attention that produces it.
+    through the attention that produces it. With ``attend_first_digits`` only the first digit
+    of each time is supervised: the later ones are found from the digits already written, the
+    first from the question alone, which is the search grounding needs.
     """
     cache = _SharedPrefix(model.config.text.num_hidden_layers)
     seen: list[torch.Tensor] = []
@@ -297,6 +301,10 @@ def branch_loss(
                 if use_pointer and pairs is not None:
                     assert heads is not None
                     pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
+                if use_attend and pair_keys is not None and attend_first_digits:
+                    written = {(r, position) for r, position, _ in chosen}
+                    first = torch.tensor([(r, position - 1) not in written for r, position, _ in chosen], device=ids.device)
+                    at, targets = at[first], targets[first]
                 if use_attend and pair_keys is not None:
                     keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
                     attended.append(_attend_loss(
@@ -454,6 +462,7 @@ def train(
                     model, branches, visual_norm_weight=cfg.visual_norm_weight,
                     heads=head, saliency_weight=cfg.saliency_weight, clock_weight=cfg.clock_weight,
                     pointer_weight=cfg.pointer_weight, attend_weight=cfg.attend_weight,
+                    attend_first_digits=cfg.attend_first_digits,
                 ) / cfg.accumulation
             loss.backward()
             total += loss.item()
@@ -491,6 +500,7 @@ def builtin_stages(
     clock_weight: float = 0.0,
     pointer_weight: float = 0.0,
     attend_weight: float = 0.0,
+    attend_first_digits: bool = False,
 ) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
@@ -512,14 +522,14 @@ def builtin_stages(
     video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
     before stage 3 (usually with ``moving`` > 0) and the weights of the ``GroundingHeads``
     losses (``saliency_weight``, ``clock_weight``, ``pointer_weight``) and of the supervised
-    lookup head (``attend_weight``).
+    lookup head (``attend_weight``, ``attend_first_digits``).
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
     video = {"saliency_weight": saliency_weight, "clock_weight": clock_weight, "pointer_weight": pointer_weight,
-             "attend_weight": attend_weight, **common}
+             "attend_weight": attend_weight, "attend_first_digits": attend_first_digits, **common}
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
                     sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),

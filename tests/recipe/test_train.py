@@ -326,9 +326,12 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
         return real(q, k, v, **kw)
 
     with torch.no_grad():
-        added = branch_loss(lm.model, branches, attend_weight=1.5) - branch_loss(lm.model, branches)
+        plain = branch_loss(lm.model, branches)
+        added = branch_loss(lm.model, branches, attend_weight=1.5) - plain
+        first_only = branch_loss(lm.model, branches, attend_weight=1.5, attend_first_digits=True) - plain
         monkeypatch.setattr(decoder, "causal_attention", spy)
-        want = []
+        want, firsts = [], []
+        pointed = {(row, position) for row, position, _ in branches.pointers.tolist()}
         for i, task in enumerate(sample.tasks):
             if task.kind != "grounding":
                 continue
@@ -344,7 +347,11 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
                     at = len(branches.prefix["input_ids"][0]) + position
                     scores = (q[0, 0, at] @ k[0, 0, : at + 1].T) / q.shape[-1] ** 0.5
                     want.append(-torch.log(torch.softmax(scores, dim=0)[visual[pair]].sum()))
+                    firsts.append((row, position - 1) not in pointed)
     assert len(want) >= 12 and added.item() == pytest.approx(1.5 * torch.stack(want).mean().item(), rel=1e-4, abs=1e-6)
+    # A time's first digit: the token before it is not part of a time ("From " / " to ").
+    first = torch.stack([w for w, f in zip(want, firsts, strict=True) if f])
+    assert 4 <= len(first) < len(want) and first_only.item() == pytest.approx(1.5 * first.mean().item(), rel=1e-4, abs=1e-6)
 
 
 def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
@@ -369,9 +376,10 @@ def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_v
     assert [c.steps for c in shipped] == [150, 200, 700, 500]
     assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
     assert all(c.saliency_weight == c.clock_weight == c.pointer_weight == c.attend_weight == 0 for c in shipped)
+    assert not any(c.attend_first_digits for c in shipped)
     motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
     tried = builtin_stages(frame_px=128, motion_warmup=motion, saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0,
-                           attend_weight=3.0)
+                           attend_weight=3.0, attend_first_digits=True)
     assert [c.tower_warmup for c in tried] == [None, None, motion, None]
-    weights = [(c.saliency_weight, c.clock_weight, c.pointer_weight, c.attend_weight) for c in tried]
-    assert weights == [(0, 0, 0, 0)] * 2 + [(0.5, 1.0, 2.0, 3.0)] * 2
+    weights = [(c.saliency_weight, c.clock_weight, c.pointer_weight, c.attend_weight, c.attend_first_digits) for c in tried]
+    assert weights == [(0, 0, 0, 0, False)] * 2 + [(0.5, 1.0, 2.0, 3.0, True)] * 2
