@@ -48,6 +48,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class GroundingLosses:
+    """Dense losses added to the answer loss for the search grounding needs (0: off).
+
+    The first three are :class:`GroundingHeads` losses; ``attend_weight`` supervises the
+    model's own last-layer lookup (``attend_first_digits``: only at a time's first digit).
+    See :func:`branch_loss`.
+    """
+
+    saliency_weight: float = 0.0  # frame pair inside the asked event?
+    clock_weight: float = 0.0  # each visual token's printed time
+    pointer_weight: float = 0.0  # each answer time digit's frame pair
+    attend_weight: float = 0.0  # the last layer's supervised lookup head
+    attend_first_digits: bool = False
+
+    @property
+    def needs_heads(self) -> bool:
+        return bool(self.saliency_weight or self.clock_weight or self.pointer_weight)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000
     accumulation: int = 8
@@ -65,11 +85,7 @@ class TrainConfig:
     workers: int = 0
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
-    saliency_weight: float = 0.0  # weight of the frame-pair saliency loss (GroundingHeads)
-    clock_weight: float = 0.0  # weight of the visual tokens' timestamp-digit loss (GroundingHeads)
-    pointer_weight: float = 0.0  # weight of the answer-time pointer loss (GroundingHeads)
-    attend_weight: float = 0.0  # weight of the last layer's supervised lookup head (branch_loss)
-    attend_first_digits: bool = False  # that lookup only where a time's first digit is predicted
+    grounding: GroundingLosses = field(default_factory=GroundingLosses)
 
     def __post_init__(self) -> None:
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
@@ -233,11 +249,7 @@ def branch_loss(
     *,
     visual_norm_weight: float = 0.0,
     heads: GroundingHeads | None = None,
-    saliency_weight: float = 0.0,
-    clock_weight: float = 0.0,
-    pointer_weight: float = 0.0,
-    attend_weight: float = 0.0,
-    attend_first_digits: bool = False,
+    grounding: GroundingLosses = GroundingLosses(),
 ) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
@@ -247,14 +259,14 @@ def branch_loss(
     vector (norm ~100 against ~1 for text embeddings) that drowns what they say about the
     frames, and it never learns to look.
 
-    With ``heads``, ``saliency_weight`` times their saliency binary cross-entropy over the
-    frame pairs of every grounding question (``branches.saliency``), ``clock_weight`` times
-    their clock loss (``branches.pair_tenths``) and ``pointer_weight`` times their pointer
-    cross-entropy (``branches.pointers``) are added.
+    With ``heads``, the ``grounding`` weights add: ``saliency_weight`` times their saliency
+    binary cross-entropy over the frame pairs of every grounding question
+    (``branches.saliency``), ``clock_weight`` times their clock loss (``branches.pair_tenths``)
+    and ``pointer_weight`` times their pointer cross-entropy (``branches.pointers``).
 
-    ``attend_weight`` supervises the model's own lookup instead of a side head: the first query
-    head of the last decoder layer, at every answer token that predicts a digit of a time, is
-    trained (cross-entropy of its attention mass) to attend to the visual tokens of the frame
+    ``grounding.attend_weight`` supervises the model's own lookup instead of a side head: the
+    first query head of the last decoder layer, at every answer token that predicts a digit of
+    a time, is trained (cross-entropy of its attention mass) to attend to the visual tokens of the frame
     pair printed with that time (``branches.pointers``), so that the copy the answer needs runs
     through the attention that produces it. With ``attend_first_digits`` only the first digit
     of each time is supervised: the later ones are found from the digits already written, the
@@ -266,14 +278,15 @@ def branch_loss(
     hooks = [model.model.visual.register_forward_hook(
         lambda _module, _args, out: seen.extend([out.tokens, *out.deepstack])
     )]
-    use_saliency = heads is not None and saliency_weight > 0 and branches.saliency is not None
-    use_clock = heads is not None and clock_weight > 0 and branches.pair_tenths is not None
+    use_saliency = heads is not None and grounding.saliency_weight > 0 and branches.saliency is not None
+    use_clock = heads is not None and grounding.clock_weight > 0 and branches.pair_tenths is not None
     has_pointers = branches.pointers is not None and len(branches.pointers) > 0
-    use_pointer = heads is not None and pointer_weight > 0 and has_pointers
-    use_attend = attend_weight > 0 and has_pointers
+    use_pointer = heads is not None and grounding.pointer_weight > 0 and has_pointers
+    use_attend = grounding.attend_weight > 0 and has_pointers
+    use_heads = use_saliency or use_clock or use_pointer
     contexts: list[AttentionContext] = []
     last = model.model.language_model.layers[-1]
-    if use_saliency or use_clock or use_pointer or use_attend:
+    if use_heads or use_attend:
         def keep(_module: torch.nn.Module, args: tuple) -> None:
             states.append(args[0])
             contexts.append(args[1])
@@ -283,9 +296,10 @@ def branch_loss(
     pointers = branches.pointers.tolist() if (use_pointer or use_attend) and branches.pointers is not None else []
     try:
         prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
-        visual = _visual_states(model, branches, states[0]) if use_saliency or use_clock or use_pointer else None
+        pair_keys = _pair_key_positions(model, branches) if use_heads or use_attend else None
+        # Each frame pair's visual token states [P, T, D] in the prefix pass.
+        visual = states[0][0, pair_keys] if pair_keys is not None and use_heads else None
         pairs = visual.mean(dim=1) if visual is not None else None
-        pair_keys = _pair_key_positions(model, branches) if use_attend else None
         for rows in branches.groups():
             width = max(branches.lengths[i] for i in rows)
             ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
@@ -301,7 +315,7 @@ def branch_loss(
                 if use_pointer and pairs is not None:
                     assert heads is not None
                     pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
-                if use_attend and pair_keys is not None and attend_first_digits:
+                if use_attend and pair_keys is not None and grounding.attend_first_digits:
                     written = {(r, position) for r, position, _ in chosen}
                     first = torch.tensor([(r, position - 1) not in written for r, position, _ in chosen], device=ids.device)
                     at, targets = at[first], targets[first]
@@ -325,14 +339,14 @@ def branch_loss(
     if salient:
         scores, targets = torch.cat([s for s, _ in salient]), torch.cat([t for _, t in salient])
         if (known := targets >= 0).any():
-            loss = loss + saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
+            loss = loss + grounding.saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
     if pointed:
-        loss = loss + pointer_weight * F.cross_entropy(torch.cat([s for s, _ in pointed]), torch.cat([t for _, t in pointed]))
+        loss = loss + grounding.pointer_weight * F.cross_entropy(torch.cat([s for s, _ in pointed]), torch.cat([t for _, t in pointed]))
     if use_clock and visual is not None:
         assert heads is not None and branches.pair_tenths is not None
-        loss = loss + clock_weight * heads.clock_loss(visual, branches.pair_tenths)
+        loss = loss + grounding.clock_weight * heads.clock_loss(visual, branches.pair_tenths)
     if attended:
-        loss = loss + attend_weight * torch.cat(attended).mean()
+        loss = loss + grounding.attend_weight * torch.cat(attended).mean()
     return loss
 
 
@@ -360,13 +374,6 @@ def _attend_loss(
     allowed = torch.arange(k.shape[1], device=k.device)[None] <= prefix_length + pos[:, None]
     logits = logits.masked_fill(~allowed, float("-inf"))
     return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.gather(1, targets), dim=1)
-
-
-def _visual_states(model: Qwen3VL, branches: Branches, states: torch.Tensor) -> torch.Tensor:
-    """Each frame pair's visual token states [P, T, D] in the prefix pass ``states`` [1, L, D]."""
-    assert branches.pair_tenths is not None
-    visual = branches.prefix["input_ids"][0] == model.config.video_token_id
-    return states[0, visual].reshape(len(branches.pair_tenths), -1, states.shape[-1])
 
 
 class SampleStream(torch.utils.data.Dataset):
@@ -443,8 +450,7 @@ def train(
     if cfg.tower_warmup is not None:
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()
-    grounding = cfg.saliency_weight or cfg.clock_weight or cfg.pointer_weight
-    head = GroundingHeads(model.config.text.hidden_size).to(device) if grounding else None
+    head = GroundingHeads(model.config.text.hidden_size).to(device) if cfg.grounding.needs_heads else None
     params = [*model.parameters(), *(head.parameters() if head is not None else ())]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
@@ -460,9 +466,7 @@ def train(
             with autocast:
                 loss = branch_loss(
                     model, branches, visual_norm_weight=cfg.visual_norm_weight,
-                    heads=head, saliency_weight=cfg.saliency_weight, clock_weight=cfg.clock_weight,
-                    pointer_weight=cfg.pointer_weight, attend_weight=cfg.attend_weight,
-                    attend_first_digits=cfg.attend_first_digits,
+                    heads=head, grounding=cfg.grounding,
                 ) / cfg.accumulation
             loss.backward()
             total += loss.item()
@@ -496,11 +500,7 @@ def builtin_stages(
     tower_warmup: WarmupConfig | None = None,
     snap_spans: bool = False,
     motion_warmup: WarmupConfig | None = None,
-    saliency_weight: float = 0.0,
-    clock_weight: float = 0.0,
-    pointer_weight: float = 0.0,
-    attend_weight: float = 0.0,
-    attend_first_digits: bool = False,
+    grounding: GroundingLosses = GroundingLosses(),
 ) -> list[TrainConfig]:
     """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
 
@@ -520,16 +520,13 @@ def builtin_stages(
     keywords change the schedule for experiments (defaults: the built-in's): ``frame_px`` for
     every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
     video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
-    before stage 3 (usually with ``moving`` > 0) and the weights of the ``GroundingHeads``
-    losses (``saliency_weight``, ``clock_weight``, ``pointer_weight``) and of the supervised
-    lookup head (``attend_weight``, ``attend_first_digits``).
+    before stage 3 (usually with ``moving`` > 0) and the ``grounding`` losses.
     """
     kinds: tuple[TaskKind, ...] = ("grounding", "grounding", "grounding", "qa", "qa", "caption", "count", "order")
     world = SampleSpec().world
     short = dataclasses.replace(world, min_seconds=4.0, max_seconds=12.0, action_scale=1.5)
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05}
-    video = {"saliency_weight": saliency_weight, "clock_weight": clock_weight, "pointer_weight": pointer_weight,
-             "attend_weight": attend_weight, "attend_first_digits": attend_first_digits, **common}
+    video = {"grounding": grounding, **common}
     return [
         TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=20, seed=0, tower_warmup=tower_warmup,
                     sample=SampleSpec(frame_px=frame_px, stills=True, focuses=("background",), world=world), **common),

@@ -20,7 +20,7 @@ from recipe.data import (
     planned_seconds,
 )
 from recipe.tasks import Task
-from recipe.train import GroundingHeads, TrainConfig, branch_loss, train
+from recipe.train import GroundingHeads, GroundingLosses, TrainConfig, branch_loss, train
 from recipe.world import WorldParams
 from vidlm.processor import Processor, ProcessorConfig, frame_pair_seconds
 from vidlm.tokenizer import Tokenizer
@@ -271,9 +271,9 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     scores, targets, states = [], [], []
     with torch.no_grad():
         plain = branch_loss(lm.model, branches)
-        added = branch_loss(lm.model, branches, heads=head, saliency_weight=2.0) - plain
-        clock = branch_loss(lm.model, branches, heads=head, clock_weight=0.5) - plain
-        pointer = branch_loss(lm.model, branches, heads=head, pointer_weight=3.0) - plain
+        added = branch_loss(lm.model, branches, heads=head, grounding=GroundingLosses(saliency_weight=2.0)) - plain
+        clock = branch_loss(lm.model, branches, heads=head, grounding=GroundingLosses(clock_weight=0.5)) - plain
+        pointer = branch_loss(lm.model, branches, heads=head, grounding=GroundingLosses(pointer_weight=3.0)) - plain
         pointer_logits, pointer_targets = [], []
         for i, task in enumerate(sample.tasks):
             if task.kind != "grounding":
@@ -327,8 +327,10 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
 
     with torch.no_grad():
         plain = branch_loss(lm.model, branches)
-        added = branch_loss(lm.model, branches, attend_weight=1.5) - plain
-        first_only = branch_loss(lm.model, branches, attend_weight=1.5, attend_first_digits=True) - plain
+        added = branch_loss(lm.model, branches, grounding=GroundingLosses(attend_weight=1.5)) - plain
+        first_only = branch_loss(
+            lm.model, branches, grounding=GroundingLosses(attend_weight=1.5, attend_first_digits=True)
+        ) - plain
         monkeypatch.setattr(decoder, "causal_attention", spy)
         want, firsts = [], []
         pointed = {(row, position) for row, position, _ in branches.pointers.tolist()}
@@ -361,7 +363,8 @@ def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
 
     grounding = dataclasses.replace(SPEC, kinds=("grounding",), questions=3)
     plain = train(tmp_path / "plain", cfg=small(4, sample=grounding))
-    salient = train(tmp_path / "salient", cfg=small(4, sample=grounding, saliency_weight=1.0, clock_weight=1.0))
+    losses = GroundingLosses(saliency_weight=1.0, clock_weight=1.0)
+    salient = train(tmp_path / "salient", cfg=small(4, sample=grounding, grounding=losses))
     assert all(np.isfinite(salient)) and salient[0] > plain[0]  # its loss is added from the first step
     keys = [set(safe_open(str(tmp_path / run / "model.safetensors"), "pt").keys()) for run in ("plain", "salient")]
     assert keys[0] == keys[1]  # the released format, nothing more
@@ -375,11 +378,13 @@ def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_v
     shipped = builtin_stages()
     assert [c.steps for c in shipped] == [150, 200, 700, 500]
     assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
-    assert all(c.saliency_weight == c.clock_weight == c.pointer_weight == c.attend_weight == 0 for c in shipped)
-    assert not any(c.attend_first_digits for c in shipped)
+    assert all(g.saliency_weight == g.clock_weight == g.pointer_weight == g.attend_weight == 0
+               and not g.attend_first_digits for g in (c.grounding for c in shipped))
     motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
-    tried = builtin_stages(frame_px=128, motion_warmup=motion, saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0,
-                           attend_weight=3.0, attend_first_digits=True)
+    losses = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0, attend_weight=3.0,
+                             attend_first_digits=True)
+    tried = builtin_stages(frame_px=128, motion_warmup=motion, grounding=losses)
     assert [c.tower_warmup for c in tried] == [None, None, motion, None]
-    weights = [(c.saliency_weight, c.clock_weight, c.pointer_weight, c.attend_weight, c.attend_first_digits) for c in tried]
+    weights = [(g.saliency_weight, g.clock_weight, g.pointer_weight, g.attend_weight, g.attend_first_digits)
+               for g in (c.grounding for c in tried)]
     assert weights == [(0, 0, 0, 0, False)] * 2 + [(0.5, 1.0, 2.0, 3.0, True)] * 2
