@@ -14,7 +14,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class Tally:
 
     grounding_pred: list[list[index.Span]]
     grounding_truth: list[list[tuple[float, float]]]
+    grounding_kinds: list[str | None] = field(default_factory=list)  # the event kind asked about, when known
     qa_total: int = 0
     qa_correct: int = 0
     events_true: int = 0
@@ -88,13 +89,27 @@ class Tally:
             "grounding_queries": len(self.grounding_truth),
             "qa_questions": self.qa_total,
             "caption_events": self.events_true,
-        }
+        } | self.by_kind()
+
+    def by_kind(self) -> dict[str, Any]:
+        """``grounding_<kind>_{r1_at_0_5,miou,queries}`` for each event kind asked about (synthetic sets)."""
+        out: dict[str, Any] = {}
+        for kind in sorted({k for k in self.grounding_kinds if k is not None}):
+            rows = [i for i, k in enumerate(self.grounding_kinds) if k == kind]
+            scores = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])
+            out |= {f"grounding_{kind}_r1_at_0_5": scores["R1@0.5"], f"grounding_{kind}_miou": scores["mIoU"],
+                    f"grounding_{kind}_queries": len(rows)}
+        return out
 
 
-def _ground(lm: Any, tally: Tally, frames, seconds, duration: float, query: str, truth: tuple[float, float]) -> None:
+def _ground(
+    lm: Any, tally: Tally, frames, seconds, duration: float, query: str, truth: tuple[float, float],
+    kind: str | None = None,
+) -> None:
     answer = ask(lm, frames, seconds, grounding_question(query), max_new_tokens=32)
     tally.grounding_pred.append(index.parse_spans(answer, duration_seconds=duration))
     tally.grounding_truth.append([truth])
+    tally.grounding_kinds.append(kind)
     log.debug("grounding %r -> %r (truth %s)", query, answer, truth)
 
 
@@ -160,7 +175,8 @@ def evaluate_synthetic(
             rows = by_video[name]
             for row in rows:
                 if row["unique"]:
-                    _ground(lm, tally, frames, seconds, duration, row["query"], (row["start_seconds"], row["end_seconds"]))
+                    _ground(lm, tally, frames, seconds, duration, row["query"], (row["start_seconds"], row["end_seconds"]),
+                            row["kind"])
             scene = make_scene(scene_seed(seed, i), world)
             for task in make_tasks(scene, seed=seed + i, per_kind=qa_per_video, kinds=("qa",)):
                 answer = ask(lm, frames, seconds, task.question, max_new_tokens=48)

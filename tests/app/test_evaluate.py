@@ -69,6 +69,10 @@ def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch)
     assert result["r1_at_0_7"] == 1.0 and result["miou"] == pytest.approx(1.0)
     assert result["qa_exact"] == 1.0 and result["caption_recall"] == 1.0 and result["caption_precision"] == 1.0
     assert result["caption_recall_named"] == 1.0 and result["caption_precision_named"] == 1.0
+    kinds = [k.removeprefix("grounding_").removesuffix("_queries") for k in result
+             if k.startswith("grounding_") and k.endswith("_queries") and k != "grounding_queries"]
+    assert kinds and sum(result[f"grounding_{k}_queries"] for k in kinds) == result["grounding_queries"]
+    assert all(result[f"grounding_{k}_r1_at_0_5"] == 1.0 for k in kinds)
     # The probe's questions are not the oracle's: it answers "no idea", named no colour.
     assert result["binding_questions"] == evaluate.BINDING_QUESTIONS_PER_VIDEO
     assert result["binding_accuracy"] == 0.0 and result["binding_last_pair_rate"] == 0.0
@@ -83,6 +87,26 @@ def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatc
     monkeypatch.setattr(evaluate, "ask", oracle(tmp_path / "shifted", seed=777, shift=1000.0))
     result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
     assert result["r1_at_0_3"] == 0.0 and result["caption_recall"] == 0.0
+
+
+def test_synthetic_grounding_is_scored_by_event_kind(lm, tmp_path, monkeypatch):
+    """Spans far off for one kind of event only: that kind scores 0, every other kind 1."""
+    from recipe.data import SampleSpec
+    from recipe.synth import write_dataset
+
+    rows = [json.loads(line) for line in write_dataset(tmp_path / "rows", videos=1, seed=777, params=SampleSpec().world)
+            .read_text().splitlines()]
+    asked = [r for r in rows if r["unique"]]
+    missed = asked[0]["kind"]
+    wrong = {evaluate.grounding_question(r["query"]) for r in asked if r["kind"] == missed}
+    answer = oracle(tmp_path / "truth", seed=777)
+    monkeypatch.setattr(evaluate, "ask", lambda *a, **k: "From 0.0 to 0.1 seconds." if a[3] in wrong else answer(*a, **k))
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    kinds = {r["kind"] for r in asked}
+    assert len(kinds) > 1 and result[f"grounding_{missed}_r1_at_0_5"] == 0.0
+    assert result[f"grounding_{missed}_queries"] == sum(r["kind"] == missed for r in asked)
+    assert all(result[f"grounding_{k}_r1_at_0_5"] == 1.0 for k in kinds - {missed})
+    assert result["r1_at_0_5"] == pytest.approx(1 - result[f"grounding_{missed}_queries"] / len(asked))
 
 
 def test_captions_with_the_right_spans_and_the_wrong_text_are_not_named(lm, tmp_path, monkeypatch):
