@@ -315,11 +315,11 @@ def branch_loss(
                 if use_pointer and pairs is not None:
                     assert heads is not None
                     pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
-                if use_attend and pair_keys is not None and grounding.attend_first_digits:
-                    written = {(r, position) for r, position, _ in chosen}
-                    first = torch.tensor([(r, position - 1) not in written for r, position, _ in chosen], device=ids.device)
-                    at, targets = at[first], targets[first]
                 if use_attend and pair_keys is not None:
+                    if grounding.attend_first_digits:  # the digits whose previous token is not a time's
+                        written = {(r, position) for r, position, _ in chosen}
+                        first = torch.tensor([(r, position - 1) not in written for r, position, _ in chosen], device=ids.device)
+                        at, targets = at[first], targets[first]
                     keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
                     attended.append(_attend_loss(
                         cast(DecoderLayer, last), states[-1], contexts[-1], keys, at, pair_keys[targets],

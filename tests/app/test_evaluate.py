@@ -45,14 +45,22 @@ def test_bad_annotation_lines_and_missing_videos_are_named(lm, tmp_path):
         evaluate.evaluate_annotations(lm, bad, tmp_path)
 
 
+def written_rows(folder, seed: int) -> list[dict]:
+    """The ``events.jsonl`` rows of the one-video synthetic set written with ``seed`` (as the eval writes it)."""
+    from recipe.data import SampleSpec
+    from recipe.synth import write_dataset
+
+    return [json.loads(line) for line in write_dataset(folder, videos=1, seed=seed, params=SampleSpec().world).read_text().splitlines()]
+
+
 def oracle(tmp_path, seed: int, *, shift: float = 0.0):
     """Answers built from the true events of the one-video synthetic set written with ``seed``."""
     from recipe.data import SampleSpec
-    from recipe.synth import scene_seed, write_dataset
+    from recipe.synth import scene_seed
     from recipe.tasks import CAPTION_TEMPLATES, make_tasks, span_answer
     from recipe.world import make_scene
 
-    rows = [json.loads(line) for line in write_dataset(tmp_path, videos=1, seed=seed, params=SampleSpec().world).read_text().splitlines()]
+    rows = written_rows(tmp_path, seed)
     answers = {evaluate.grounding_question(r["query"]): span_answer(r["start_seconds"] + shift, r["end_seconds"] + shift) for r in rows}
     scene = make_scene(scene_seed(seed, 0), SampleSpec().world)
     answers |= {t.question: t.answer for t in make_tasks(scene, seed=seed, per_kind=2, kinds=("qa",))}
@@ -91,12 +99,7 @@ def test_synthetic_eval_gives_no_marks_to_far_off_spans(lm, tmp_path, monkeypatc
 
 def test_synthetic_grounding_is_scored_by_event_kind(lm, tmp_path, monkeypatch):
     """Spans far off for one kind of event only: that kind scores 0, every other kind 1."""
-    from recipe.data import SampleSpec
-    from recipe.synth import write_dataset
-
-    rows = [json.loads(line) for line in write_dataset(tmp_path / "rows", videos=1, seed=777, params=SampleSpec().world)
-            .read_text().splitlines()]
-    asked = [r for r in rows if r["unique"]]
+    asked = [r for r in written_rows(tmp_path / "rows", seed=777) if r["unique"]]
     missed = asked[0]["kind"]
     wrong = {evaluate.grounding_question(r["query"]) for r in asked if r["kind"] == missed}
     answer = oracle(tmp_path / "truth", seed=777)
