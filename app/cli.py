@@ -80,7 +80,14 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes rendering samples ahead of the model (same run, faster on a GPU)."),
-    recipe: str | None = typer.Option(None, "--recipe", help="'builtin': the exact schedule of the built-in model (other options ignored)."),
+    batch_videos: int = typer.Option(
+        1, "--batch-videos", min=1,
+        help="Videos per forward pass (the same run up to float rounding; faster on a GPU, not on a CPU).",
+    ),
+    recipe: str | None = typer.Option(
+        None, "--recipe",
+        help="'builtin': the exact schedule of the built-in model (other options ignored, except --device, --workers and --batch-videos).",
+    ),
 ) -> None:
     """Fine-tune for temporal grounding on the synthetic world (SFT, loss on answers only)."""
     from recipe.data import SampleSpec
@@ -103,9 +110,10 @@ def train(
             bar.update(step - bar.n)
 
         if recipe == "builtin":
-            train_builtin(out_dir, device=device, progress=progress)
+            train_builtin(out_dir, device=device, progress=progress, workers=workers, batch_videos=batch_videos)
         else:
-            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers, sample=spec)
+            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers,
+                              batch_videos=batch_videos, sample=spec)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
 

@@ -246,14 +246,20 @@ class Branches:
     def groups(self, *, slack: float = 1.5) -> list[list[int]]:
         """Row indices grouped by similar length (each group's longest row at most ``slack``
         times its shortest), so that a long caption does not pad every short answer."""
-        order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
-        groups: list[list[int]] = []
-        for i in order:
-            if groups and self.lengths[i] <= slack * self.lengths[groups[-1][0]]:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        return groups
+        return length_groups(self.lengths, slack=slack)
+
+
+def length_groups(lengths: Sequence[int], *, slack: float = 1.5) -> list[list[int]]:
+    """Indices grouped by similar length (each group's longest at most ``slack`` times its
+    shortest), in order of length."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= slack * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def encode_branches(processor, sample: Sample) -> Branches:

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -30,6 +30,7 @@ from recipe.data import (
     SampleSpec,
     corpus_texts,
     encode_branches,
+    length_groups,
     make_sample,
     worker_options,
 )
@@ -83,11 +84,14 @@ class TrainConfig:
     tokenizer_scenes: int = 400
     visual_norm_weight: float = 0.0
     workers: int = 0
+    batch_videos: int = 1  # videos per forward pass (speed only: a step still takes `accumulation` samples)
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
     grounding: GroundingLosses = field(default_factory=GroundingLosses)
 
     def __post_init__(self) -> None:
+        if self.batch_videos < 1:
+            raise ValueError(f"batch_videos={self.batch_videos}: expected at least 1")
         if self.tower_warmup is not None and self.tower_warmup.frame_px != self.sample.frame_px:
             raise ValueError(f"tower_warmup.frame_px={self.tower_warmup.frame_px}: expected the stage's "
                              f"frame_px={self.sample.frame_px} (the tower learns at one resolution)")
@@ -166,8 +170,9 @@ def save_checkpoint(model: Qwen3VL, tokenizer_dir: Path, out: Path, *, frame_px:
 
 class _SharedPrefix:
     """A differentiable stand-in for :class:`~vidlm.kv_cache.KVCache`: the first pass (the video
-    prefix, batch of one) keeps its keys/values; later passes (a batch of branches) see them
-    broadcast to their batch size, so gradients of every branch flow back into one prefix."""
+    prefixes) keeps its keys/values; later passes (a batch of branches) see them broadcast to
+    their batch size, or with several videos each branch row sees its own video's (``rows``:
+    the prefix row of every branch row), so gradients of every branch flow back into its prefix."""
 
     def __init__(self, num_layers: int) -> None:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
@@ -175,6 +180,7 @@ class _SharedPrefix:
         self.length = 0
         self.frozen = False
         self.branch_keys: dict[int, torch.Tensor] = {}  # layer -> keys [B, KV, prefix + branch, Dh] of the last branch pass
+        self.rows: torch.Tensor | None = None
 
     def reserve(self, total_tokens: int) -> None:
         return None
@@ -185,10 +191,14 @@ class _SharedPrefix:
             return k, v
         pk, pv = self.keys[layer], self.values[layer]
         assert pk is not None and pv is not None
-        shape = (k.shape[0], -1, -1, -1)
-        keys = torch.cat([pk.expand(shape), k], dim=2)
+        if self.rows is None:
+            shape = (k.shape[0], -1, -1, -1)
+            pk, pv = pk.expand(shape), pv.expand(shape)
+        else:
+            pk, pv = pk[self.rows], pv[self.rows]
+        keys = torch.cat([pk, k], dim=2)
         self.branch_keys[layer] = keys
-        return keys, torch.cat([pv.expand(shape), v], dim=2)
+        return keys, torch.cat([pv, v], dim=2)
 
     def advance(self, new_tokens: int) -> None:
         if not self.frozen:  # branches never extend the shared prefix
@@ -245,7 +255,7 @@ def _scaled_dot(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def branch_loss(
     model: Qwen3VL,
-    branches: Branches,
+    branches: Branches | Sequence[Branches],
     *,
     visual_norm_weight: float = 0.0,
     heads: GroundingHeads | None = None,
@@ -253,6 +263,11 @@ def branch_loss(
 ) -> torch.Tensor:
     """Mean over questions of each answer's mean cross-entropy, with one pass over the shared
     video prefix (the branches attend to its keys/values exactly as a full sequence would).
+
+    Several videos (a sequence of ``Branches``) run as one batch: their prefixes right-padded
+    into one pass, the questions of all of them batched by length. The result is the mean of
+    each video's loss computed alone, in a fraction of the kernel launches that one video per
+    pass costs (what a GPU step of a small model is made of).
 
     ``visual_norm_weight`` adds that times the mean square of the visual tokens and DeepStack
     features. Without it a model trained from scratch lets them grow into one huge constant
@@ -272,15 +287,17 @@ def branch_loss(
     of each time is supervised: the later ones are found from the digits already written, the
     first from the question alone, which is the search grounding needs.
     """
+    videos = [branches] if isinstance(branches, Branches) else list(branches)
+    prefix, prefix_mask = _batch_prefixes(model, videos)
     cache = _SharedPrefix(model.config.text.num_hidden_layers)
     seen: list[torch.Tensor] = []
     states: list[torch.Tensor] = []
     hooks = [model.model.visual.register_forward_hook(
         lambda _module, _args, out: seen.extend([out.tokens, *out.deepstack])
     )]
-    use_saliency = heads is not None and grounding.saliency_weight > 0 and branches.saliency is not None
-    use_clock = heads is not None and grounding.clock_weight > 0 and branches.pair_tenths is not None
-    has_pointers = branches.pointers is not None and len(branches.pointers) > 0
+    use_saliency = heads is not None and grounding.saliency_weight > 0 and all(v.saliency is not None for v in videos)
+    use_clock = heads is not None and grounding.clock_weight > 0 and all(v.pair_tenths is not None for v in videos)
+    has_pointers = any(v.pointers is not None and len(v.pointers) > 0 for v in videos)
     use_pointer = heads is not None and grounding.pointer_weight > 0 and has_pointers
     use_attend = grounding.attend_weight > 0 and has_pointers
     use_heads = use_saliency or use_clock or use_pointer
@@ -292,62 +309,129 @@ def branch_loss(
             contexts.append(args[1])
 
         hooks.append(last.register_forward_pre_hook(keep))
-    losses, salient, pointed, attended = [], [], [], []
-    pointers = branches.pointers.tolist() if (use_pointer or use_attend) and branches.pointers is not None else []
+    count = len(videos)
+    answers: list[list[torch.Tensor]] = [[] for _ in videos]
+    salient: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in videos]
+    pointed: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in videos]
+    attended: list[list[torch.Tensor]] = [[] for _ in videos]
+    width_all = max(v.input_ids.shape[1] for v in videos)
+    input_ids = torch.cat([F.pad(v.input_ids, (0, width_all - v.input_ids.shape[1])) for v in videos])
+    labels_all = torch.cat([F.pad(v.labels, (0, width_all - v.labels.shape[1]), value=IGNORE) for v in videos])
+    first_row = [0]
+    for v in videos:
+        first_row.append(first_row[-1] + len(v.lengths))
+    lengths = [length for v in videos for length in v.lengths]
+    owner = [n for n, v in enumerate(videos) for _ in v.lengths]
+    # (row over all videos, position, pair) of every answer time digit
+    pointers = [
+        (first_row[n] + row, position, pair)
+        for n, v in enumerate(videos) if (use_pointer or use_attend) and v.pointers is not None
+        for row, position, pair in v.pointers.tolist()
+    ]
     try:
-        prefix = model(**branches.prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
-        pair_keys = _pair_key_positions(model, branches) if use_heads or use_attend else None
-        # Each frame pair's visual token states [P, T, D] in the prefix pass.
-        visual = states[0][0, pair_keys] if pair_keys is not None and use_heads else None
-        pairs = visual.mean(dim=1) if visual is not None else None
-        for rows in branches.groups():
-            width = max(branches.lengths[i] for i in rows)
-            ids, labels = branches.input_ids[rows, :width], branches.labels[rows, 1:width]
-            deltas = prefix.rope_deltas.expand(len(rows), 1)
-            logits = model(ids, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
+        prefix_out = model(**prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
+        pair_keys = [_pair_key_positions(model, v) for v in videos] if use_heads or use_attend else None
+        # Each frame pair's visual token states [P, T, D] in the prefix pass, per video.
+        visual = [states[0][n, keys] for n, keys in enumerate(pair_keys)] if pair_keys is not None and use_heads else None
+        pairs = [x.mean(dim=1) for x in visual] if visual is not None else None
+        prefix_width = prefix["input_ids"].shape[1]
+        for rows in length_groups(lengths):
+            width = max(lengths[i] for i in rows)
+            ids, labels = input_ids[rows, :width], labels_all[rows, 1:width]
+            video_of = torch.tensor([owner[i] for i in rows], device=ids.device)
+            cache.rows = video_of if count > 1 else None
+            mask = None if prefix_mask is None else torch.cat([prefix_mask[video_of], prefix_mask.new_ones(len(rows), width)], dim=1)
+            deltas = prefix_out.rope_deltas[video_of] if count > 1 else prefix_out.rope_deltas.expand(len(rows), 1)
+            logits = model(ids, attention_mask=mask, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
             per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-            losses.append(per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1))
+            per_row = per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1)
+            for k, i in enumerate(rows):
+                answers[owner[i]].append(per_row[k])
             local = {row: k for k, row in enumerate(rows)}
             chosen = [r for r in pointers if r[0] in local]
-            if chosen:
-                at = torch.tensor([[local[r], position] for r, position, _ in chosen], device=ids.device)
-                targets = torch.tensor([pair for *_, pair in chosen], device=ids.device)
-                if use_pointer and pairs is not None:
-                    assert heads is not None
-                    pointed.append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs), targets))
-                if use_attend and pair_keys is not None:
-                    if grounding.attend_first_digits:  # the digits whose previous token is not a time's
-                        written = {(r, position) for r, position, _ in chosen}
-                        first = torch.tensor([(r, position - 1) not in written for r, position, _ in chosen], device=ids.device)
-                        at, targets = at[first], targets[first]
-                    keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
-                    attended.append(_attend_loss(
-                        cast(DecoderLayer, last), states[-1], contexts[-1], keys, at, pair_keys[targets],
-                        prefix_length=branches.prefix["input_ids"].shape[1],
-                    ))
+            if use_attend and pair_keys is not None and grounding.attend_first_digits and chosen:
+                written = {(r, position) for r, position, _ in chosen}  # the digits whose previous token is not a time's
+                firsts = [r for r in chosen if (r[0], r[1] - 1) not in written]
+            else:
+                firsts = chosen
+            if use_pointer and pairs is not None and chosen:
+                assert heads is not None
+                for n in sorted({owner[r] for r, _, _ in chosen}):
+                    mine = [(local[r], position, pair) for r, position, pair in chosen if owner[r] == n]
+                    at = torch.tensor([[k, position] for k, position, _ in mine], device=ids.device)
+                    targets = torch.tensor([pair for *_, pair in mine], device=ids.device)
+                    pointed[n].append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs[n]), targets))
+            if use_attend and pair_keys is not None and firsts:
+                at = torch.tensor([[local[r], position] for r, position, _ in firsts], device=ids.device)
+                keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
+                targets = torch.zeros(len(firsts), keys.shape[2], dtype=torch.bool, device=ids.device)
+                for k, (r, _, pair) in enumerate(firsts):
+                    targets[k, pair_keys[owner[r]][pair]] = True
+                allowed = None if mask is None else mask[at[:, 0]].bool()
+                per_digit = _attend_loss(
+                    cast(DecoderLayer, last), states[-1], contexts[-1], keys, at, targets,
+                    prefix_length=prefix_width, allowed=allowed,
+                )
+                for k, (r, _, _) in enumerate(firsts):
+                    attended[owner[r]].append(per_digit[k])
             if use_saliency and pairs is not None:
-                assert heads is not None and branches.saliency is not None
-                ends = torch.tensor([branches.question_lengths[i] - 1 for i in rows], device=ids.device)
-                questions = states[-1][torch.arange(len(rows), device=ids.device), ends]
-                salient.append((heads.saliency(questions, pairs), branches.saliency[rows]))
+                assert heads is not None
+                for n in sorted({owner[i] for i in rows}):
+                    mine = [i - first_row[n] for i in rows if owner[i] == n]  # the video's own rows
+                    at = torch.tensor([local[first_row[n] + i] for i in mine], device=ids.device)
+                    ends = torch.tensor([videos[n].question_lengths[i] - 1 for i in mine], device=ids.device)
+                    saliency = videos[n].saliency
+                    assert saliency is not None
+                    salient[n].append((heads.saliency(states[-1][at, ends], pairs[n]), saliency[mine]))
     finally:
         for hook in hooks:
             hook.remove()
-    loss = torch.cat(losses).mean()
-    if visual_norm_weight and seen:
-        loss = loss + visual_norm_weight * torch.stack([t.float().pow(2).mean() for t in seen]).mean()
-    if salient:
-        scores, targets = torch.cat([s for s, _ in salient]), torch.cat([t for _, t in salient])
-        if (known := targets >= 0).any():
-            loss = loss + grounding.saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
-    if pointed:
-        loss = loss + grounding.pointer_weight * F.cross_entropy(torch.cat([s for s, _ in pointed]), torch.cat([t for _, t in pointed]))
-    if use_clock and visual is not None:
-        assert heads is not None and branches.pair_tenths is not None
-        loss = loss + grounding.clock_weight * heads.clock_loss(visual, branches.pair_tenths)
-    if attended:
-        loss = loss + grounding.attend_weight * torch.cat(attended).mean()
-    return loss
+    tokens_per_video = [int((v.prefix["input_ids"] == model.config.video_token_id).sum()) for v in videos]
+    token_start = [sum(tokens_per_video[:n]) for n in range(count)]
+    total = []
+    for n, v in enumerate(videos):
+        loss = torch.stack(answers[n]).mean()
+        if visual_norm_weight and seen:
+            part = slice(token_start[n], token_start[n] + tokens_per_video[n])
+            loss = loss + visual_norm_weight * torch.stack([t[part].float().pow(2).mean() for t in seen]).mean()
+        if salient[n]:
+            scores, targets = torch.cat([s for s, _ in salient[n]]), torch.cat([t for _, t in salient[n]])
+            if (known := targets >= 0).any():
+                loss = loss + grounding.saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
+        if pointed[n]:
+            loss = loss + grounding.pointer_weight * F.cross_entropy(
+                torch.cat([s for s, _ in pointed[n]]), torch.cat([t for _, t in pointed[n]]))
+        if use_clock and visual is not None:
+            assert heads is not None and v.pair_tenths is not None
+            loss = loss + grounding.clock_weight * heads.clock_loss(visual[n], v.pair_tenths)
+        if attended[n]:
+            loss = loss + grounding.attend_weight * torch.stack(attended[n]).mean()
+        total.append(loss)
+    return torch.stack(total).mean()
+
+
+def _batch_prefixes(model: Qwen3VL, videos: Sequence[Branches]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The videos' prefixes as one right-padded batch, and its attention mask (None for one video).
+
+    The batch carries its MRoPE positions and rope deltas instead of the mask: a right pad
+    comes after every real token, so causal attention keeps real tokens off the pads without a
+    mask (and stays on the fused kernels); only the branches, which follow the pads, need it.
+    """
+    if len(videos) == 1:
+        return videos[0].prefix, None
+    width = max(v.prefix["input_ids"].shape[1] for v in videos)
+    batch: dict[str, torch.Tensor] = {}
+    for key in videos[0].prefix:
+        parts = [v.prefix[key] for v in videos]
+        if key in ("input_ids", "mm_token_type_ids", "attention_mask"):
+            parts = [F.pad(t, (0, width - t.shape[1])) for t in parts]  # 0: pad id, text, masked
+        batch[key] = torch.cat(parts)
+    mask = batch.pop("attention_mask")
+    batch["position_ids"], batch["rope_deltas"] = model.positions(
+        batch["input_ids"], mask, batch.get("mm_token_type_ids"), batch.get("image_grid_thw"),
+        batch.get("video_grid_thw"), position_ids=None, rope_deltas=None, cache=None,
+    )
+    return batch, mask
 
 
 def _pair_key_positions(model: Qwen3VL, branches: Branches) -> torch.Tensor:
@@ -359,11 +443,12 @@ def _pair_key_positions(model: Qwen3VL, branches: Branches) -> torch.Tensor:
 
 def _attend_loss(
     layer: DecoderLayer, x: torch.Tensor, ctx: AttentionContext, keys: torch.Tensor, at: torch.Tensor,
-    targets: torch.Tensor, *, prefix_length: int,
+    targets: torch.Tensor, *, prefix_length: int, allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """-log of the attention mass that query head 0 of ``layer`` gives the key positions
-    ``targets`` [K, T] from the branch positions ``at`` [K, 2] (row, token), recomputed from the
-    layer's input ``x`` [B, L, D], its rope tables ``ctx`` and its keys [B, KV, prefix + L, Dh]."""
+    """-log of the attention mass that query head 0 of ``layer`` gives the key positions marked
+    in ``targets`` [K, Lk] from the branch positions ``at`` [K, 2] (row, token), recomputed from
+    the layer's input ``x`` [B, L, D], its rope tables ``ctx`` and its keys [B, KV, Lk, Dh]
+    (Lk = prefix + L); ``allowed`` [K, Lk] masks padded prefix keys out."""
     attn = layer.self_attn
     rows, pos = at[:, 0], at[:, 1]
     h = layer.input_layernorm(x[rows, pos])
@@ -371,9 +456,9 @@ def _attend_loss(
     q = apply_rotary(q, ctx.cos[rows, pos], ctx.sin[rows, pos]).float()
     k = keys[rows, 0].float()  # query head 0 reads key head 0
     logits = torch.einsum("kd,kld->kl", q, k) / math.sqrt(attn.head_dim)
-    allowed = torch.arange(k.shape[1], device=k.device)[None] <= prefix_length + pos[:, None]
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.gather(1, targets), dim=1)
+    causal = torch.arange(k.shape[1], device=k.device)[None] <= prefix_length + pos[:, None]
+    logits = logits.masked_fill(~(causal if allowed is None else causal & allowed), float("-inf"))
+    return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~targets, float("-inf")), dim=1)
 
 
 class SampleStream(torch.utils.data.Dataset):
@@ -461,13 +546,16 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         total = 0.0
-        for _micro in range(cfg.accumulation):
-            branches = next(samples).to(device)
+        drawn = [next(samples) for _ in range(cfg.accumulation)]
+        if cfg.batch_videos > 1:  # similar lengths share a pass: less padding
+            drawn.sort(key=lambda b: b.prefix["input_ids"].shape[1])
+        for first in range(0, cfg.accumulation, cfg.batch_videos):
+            batch = [b.to(device) for b in drawn[first : first + cfg.batch_videos]]
             with autocast:
                 loss = branch_loss(
-                    model, branches, visual_norm_weight=cfg.visual_norm_weight,
+                    model, batch, visual_norm_weight=cfg.visual_norm_weight,
                     heads=head, grounding=cfg.grounding,
-                ) / cfg.accumulation
+                ) * (len(batch) / cfg.accumulation)
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -545,12 +633,15 @@ def train_builtin(
     device: str = "cpu",
     progress: Callable[[int, int, float], None] | None = None,
     stages: list[TrainConfig] | None = None,
+    workers: int = 0,
+    batch_videos: int = 1,
 ) -> list[float]:
     """Reproduce the built-in checkpoint into ``out`` (stage folders beside it), or run
-    ``stages`` (e.g. ``builtin_stages(frame_px=128, ...)``) the same way."""
+    ``stages`` (e.g. ``builtin_stages(frame_px=128, ...)``) the same way. ``workers`` and
+    ``batch_videos`` set every stage's (they change the speed, not the run)."""
     losses: list[float] = []
     init: Path | None = None
-    stages = stages or builtin_stages()
+    stages = [dataclasses.replace(cfg, workers=workers, batch_videos=batch_videos) for cfg in stages or builtin_stages()]
     for number, cfg in enumerate(stages, 1):
         target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
         losses += train(target, init=init, cfg=cfg, device=device, progress=progress)

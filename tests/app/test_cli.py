@@ -270,15 +270,16 @@ def test_default_library_comes_from_the_environment(monkeypatch, ingested):
 
 def test_train_writes_a_checkpoint_with_the_options_asked(tmp_path):
     out = tmp_path / "model"
-    args = ["--steps", "2", "--accumulation", "1", "--questions", "2", "--max-seconds", "9"]
-    result = run("train", str(out), *args, "--max-offset", "120")
+    args = ["--steps", "2", "--accumulation", "2", "--questions", "2", "--max-seconds", "9"]
+    result = run("train", str(out), *args, "--max-offset", "120", "--batch-videos", "2")
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     record = json.loads((out / "training.json").read_text(encoding="utf-8"))
-    assert record["step"] == 2 and len(record["losses"]) == 2
+    assert record["step"] == 2 and len(record["losses"]) == 2 and record["config"]["batch_videos"] == 2
     sample = record["config"]["sample"]
     assert sample["max_offset_seconds"] == 120.0 and sample["questions"] == 2
     assert run("train", str(tmp_path / "x"), "--max-offset", "-1").exit_code == 2
+    assert run("train", str(tmp_path / "x"), "--batch-videos", "0").exit_code == 2
     too_short = run("train", str(tmp_path / "x"), "--max-seconds", "5")  # the world starts at 8 s
     assert too_short.exit_code == 2 and "max_seconds=5.0" in too_short.output
     assert not (tmp_path / "x").exists()

@@ -356,6 +356,53 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
     assert 4 <= len(first) < len(want) and first_only.item() == pytest.approx(1.5 * first.mean().item(), rel=1e-4, abs=1e-6)
 
 
+def test_a_batch_of_videos_gives_each_video_s_own_loss_and_gradients(trained):
+    """Several videos in one pass (prefixes right-padded, every video's questions batched
+    together) score exactly what each video scores alone: the answers and every grounding
+    loss, which index the pairs and keys of their own video."""
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    spec = dataclasses.replace(MULTI, kinds=("grounding", "caption", "qa"),
+                               world=WorldParams(min_seconds=4.0, max_seconds=14.0))
+    videos = [encode_branches(lm.processor, make_sample(seed, spec)) for seed in (21, 22, 23)]
+    widths = [v.prefix["input_ids"].shape[1] for v in videos]
+    assert len(set(widths)) == 3 and all(len(v.pointers) > 0 for v in videos)  # padding is exercised
+    torch.manual_seed(0)
+    head = GroundingHeads(lm.model.config.text.hidden_size)
+    losses = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, pointer_weight=1.0, attend_weight=2.0,
+                             attend_first_digits=True)
+    params = [*lm.model.named_parameters(), *head.named_parameters()]
+
+    def grads() -> dict[str, torch.Tensor]:
+        got = {k: torch.zeros_like(p) if p.grad is None else p.grad.clone() for k, p in params}
+        lm.model.zero_grad()
+        head.zero_grad()
+        return got
+
+    alone = [branch_loss(lm.model, v, visual_norm_weight=0.05, heads=head, grounding=losses) for v in videos]
+    torch.stack(alone).mean().backward()
+    want = grads()
+    together = branch_loss(lm.model, videos, visual_norm_weight=0.05, heads=head, grounding=losses)
+    together.backward()
+    got = grads()
+    assert float(torch.stack(alone).detach().std()) > 1e-2  # the videos differ
+    assert together.item() == pytest.approx(torch.stack(alone).mean().item(), rel=1e-5)
+    assert any("visual" in k and float(g.abs().max()) > 0 for k, g in got.items())
+    assert any("query" in k and float(g.abs().max()) > 0 for k, g in got.items())
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-6, rtol=1e-3), name
+
+
+def test_batching_videos_changes_the_speed_not_the_run(tmp_path):
+    one = train(tmp_path / "one", cfg=small(3, batch_videos=1))
+    two = train(tmp_path / "two", cfg=small(3, batch_videos=2))
+    assert one == pytest.approx(two, rel=1e-4)
+    with pytest.raises(ValueError, match="batch_videos=0"):
+        small(1, batch_videos=0)
+
+
 def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
     from safetensors import safe_open
 
