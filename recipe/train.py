@@ -310,10 +310,14 @@ def branch_loss(
 
         hooks.append(last.register_forward_pre_hook(keep))
     count = len(videos)
-    answers: list[list[torch.Tensor]] = [[] for _ in videos]
+    # Per-row answer losses and per-digit lookup losses, each with its video: averaged per video
+    # at the end in one scatter, not one small op per row (a GPU step is bound by their count).
+    answers: list[torch.Tensor] = []
+    answered: list[int] = []
+    attended: list[torch.Tensor] = []
+    attended_by: list[int] = []
     salient: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in videos]
     pointed: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in videos]
-    attended: list[list[torch.Tensor]] = [[] for _ in videos]
     width_all = max(v.input_ids.shape[1] for v in videos)
     input_ids = torch.cat([F.pad(v.input_ids, (0, width_all - v.input_ids.shape[1])) for v in videos])
     labels_all = torch.cat([F.pad(v.labels, (0, width_all - v.labels.shape[1]), value=IGNORE) for v in videos])
@@ -329,7 +333,7 @@ def branch_loss(
         for row, position, pair in v.pointers.tolist()
     ]
     try:
-        prefix_out = model(**prefix, cache=cache, logits_to_keep=1)  # type: ignore[arg-type]
+        prefix_out = model(**prefix, cache=cache, logits_to_keep=1, vision_chunk_pairs=None)  # type: ignore[arg-type]
         pair_keys = [_pair_key_positions(model, v) for v in videos] if use_heads or use_attend else None
         # Each frame pair's visual token states [P, T, D] in the prefix pass, per video.
         visual = [states[0][n, keys] for n, keys in enumerate(pair_keys)] if pair_keys is not None and use_heads else None
@@ -345,8 +349,8 @@ def branch_loss(
             logits = model(ids, attention_mask=mask, cache=cache, rope_deltas=deltas).logits[:, :-1].float()  # type: ignore[arg-type]
             per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
             per_row = per_token.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1)
-            for k, i in enumerate(rows):
-                answers[owner[i]].append(per_row[k])
+            answers.append(per_row)
+            answered += [owner[i] for i in rows]
             local = {row: k for k, row in enumerate(rows)}
             chosen = [r for r in pointers if r[0] in local]
             if use_attend and pair_keys is not None and grounding.attend_first_digits and chosen:
@@ -364,16 +368,16 @@ def branch_loss(
             if use_attend and pair_keys is not None and firsts:
                 at = torch.tensor([[local[r], position] for r, position, _ in firsts], device=ids.device)
                 keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
+                pointed_keys = torch.stack([pair_keys[owner[r]][pair] for r, _, pair in firsts])  # [K, T]
                 targets = torch.zeros(len(firsts), keys.shape[2], dtype=torch.bool, device=ids.device)
-                for k, (r, _, pair) in enumerate(firsts):
-                    targets[k, pair_keys[owner[r]][pair]] = True
+                targets.scatter_(1, pointed_keys, True)
                 allowed = None if mask is None else mask[at[:, 0]].bool()
                 per_digit = _attend_loss(
                     cast(DecoderLayer, last), states[-1], contexts[-1], keys, at, targets,
                     prefix_length=prefix_width, allowed=allowed,
                 )
-                for k, (r, _, _) in enumerate(firsts):
-                    attended[owner[r]].append(per_digit[k])
+                attended.append(per_digit)
+                attended_by += [owner[r] for r, _, _ in firsts]
             if use_saliency and pairs is not None:
                 assert heads is not None
                 for n in sorted({owner[i] for i in rows}):
@@ -386,28 +390,39 @@ def branch_loss(
     finally:
         for hook in hooks:
             hook.remove()
-    tokens_per_video = [int((v.prefix["input_ids"] == model.config.video_token_id).sum()) for v in videos]
-    token_start = [sum(tokens_per_video[:n]) for n in range(count)]
-    total = []
-    for n, v in enumerate(videos):
-        loss = torch.stack(answers[n]).mean()
-        if visual_norm_weight and seen:
-            part = slice(token_start[n], token_start[n] + tokens_per_video[n])
-            loss = loss + visual_norm_weight * torch.stack([t[part].float().pow(2).mean() for t in seen]).mean()
-        if salient[n]:
-            scores, targets = torch.cat([s for s, _ in salient[n]]), torch.cat([t for _, t in salient[n]])
-            if (known := targets >= 0).any():
-                loss = loss + grounding.saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
-        if pointed[n]:
-            loss = loss + grounding.pointer_weight * F.cross_entropy(
-                torch.cat([s for s, _ in pointed[n]]), torch.cat([t for _, t in pointed[n]]))
-        if use_clock and visual is not None:
-            assert heads is not None and v.pair_tenths is not None
-            loss = loss + grounding.clock_weight * heads.clock_loss(visual[n], v.pair_tenths)
-        if attended[n]:
-            loss = loss + grounding.attend_weight * torch.stack(attended[n]).mean()
-        total.append(loss)
-    return torch.stack(total).mean()
+    total = _video_means(torch.cat(answers), answered, count)
+    if visual_norm_weight and seen:
+        tokens = [int((v.prefix["input_ids"] == model.config.video_token_id).sum()) for v in videos]
+        by = [n for n, m in enumerate(tokens) for _ in range(m)]  # each visual token's video
+        levels = [_video_means(t.float().pow(2).mean(dim=1), by, count) for t in seen]
+        total = total + visual_norm_weight * torch.stack(levels).mean(dim=0)
+    if attended:
+        total = total + grounding.attend_weight * _video_means(torch.cat(attended), attended_by, count)
+    if use_heads:  # the side heads' losses, each video's over its own frame pairs
+        side = []
+        for n, v in enumerate(videos):
+            loss = total.new_zeros(())
+            if salient[n]:
+                scores, targets = torch.cat([s for s, _ in salient[n]]), torch.cat([t for _, t in salient[n]])
+                if (known := targets >= 0).any():
+                    loss = loss + grounding.saliency_weight * F.binary_cross_entropy_with_logits(scores[known], targets[known])
+            if pointed[n]:
+                loss = loss + grounding.pointer_weight * F.cross_entropy(
+                    torch.cat([s for s, _ in pointed[n]]), torch.cat([t for _, t in pointed[n]]))
+            if use_clock and visual is not None:
+                assert heads is not None and v.pair_tenths is not None
+                loss = loss + grounding.clock_weight * heads.clock_loss(visual[n], v.pair_tenths)
+            side.append(loss)
+        total = total + torch.stack(side)
+    return total.mean()
+
+
+def _video_means(values: torch.Tensor, videos: list[int], count: int) -> torch.Tensor:
+    """[count]: the mean of ``values`` [K] over each video's entries (``videos``: each entry's
+    video); 0 for a video with none."""
+    index = torch.tensor(videos, device=values.device)
+    sums = values.new_zeros(count).index_add(0, index, values)
+    return sums / torch.bincount(index, minlength=count).clamp(min=1)
 
 
 def _batch_prefixes(model: Qwen3VL, videos: Sequence[Branches]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:

@@ -138,6 +138,7 @@ class Qwen3VL(nn.Module):
         rope_deltas: torch.Tensor | None = None,
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
+        vision_chunk_pairs: int | None = VISION_CHUNK_PAIRS,
     ) -> ModelOutput:
         """Logits for a prompt, or for new tokens continuing ``cache``.
 
@@ -151,10 +152,14 @@ class Qwen3VL(nn.Module):
             rope_deltas: [B, 1] from the prefill, required to continue a non-empty cache.
             cache: a KV cache, written and advanced by L.
             logits_to_keep: if > 0, compute logits only for the last that many tokens.
+            vision_chunk_pairs: frame pairs per vision-tower pass (``encode_visual``); None runs
+                them all at once (training batches: fewer, larger kernels).
         """
-        images = self.encode_visual(pixel_values, image_grid_thw) if pixel_values is not None else None
+        chunk = vision_chunk_pairs
+        images = self.encode_visual(pixel_values, image_grid_thw, chunk_pairs=chunk) if pixel_values is not None else None
         videos = (
-            self.encode_visual(pixel_values_videos, video_grid_thw) if pixel_values_videos is not None else None
+            self.encode_visual(pixel_values_videos, video_grid_thw, chunk_pairs=chunk)
+            if pixel_values_videos is not None else None
         )
         embeds, deepstack = self.embed(
             input_ids, mm_token_type_ids=mm_token_type_ids, images=images, videos=videos

@@ -12,23 +12,11 @@ Shapes: B batch, L tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
 TEXT, IMAGE, VIDEO = 0, 1, 2
-
-
-def text_span(start: int, length: int) -> torch.Tensor:
-    """Positions [3, length] of a text run: the same 1D ids on all three axes."""
-    return torch.arange(start, start + length).expand(3, -1)
-
-
-def visual_span(start: int, merged_h: int, merged_w: int) -> torch.Tensor:
-    """Positions [3, h'*w'] of one image or frame pair with a merged grid of h' x w' tokens."""
-    rows = torch.arange(merged_h).repeat_interleave(merged_w)
-    cols = torch.arange(merged_w).repeat(merged_h)
-    return torch.stack((torch.zeros_like(rows), rows, cols)) + start
 
 
 def frame_pair_grids(video_grid_thw: torch.Tensor) -> torch.Tensor:
@@ -48,13 +36,22 @@ def _runs(token_types: list[int]) -> Iterator[tuple[int, int, int]]:
 
 
 def sequence_positions(
-    token_types: list[int], grids: dict[int, Iterator[torch.Tensor]], spatial_merge_size: int
+    token_types: list[int], grids: dict[int, Iterator[Sequence[int]]], spatial_merge_size: int
 ) -> torch.Tensor:
-    """Positions [3, n] for one unpadded sequence; consumes one grid per visual run."""
-    spans, cur = [], 0
+    """Positions [3, n] for one unpadded sequence; consumes one grid per visual run.
+
+    A text run from position ``cur`` gets ``cur, cur + 1, ...`` on all three axes; a visual
+    run with a merged grid of h' x w' tokens gives token (r, c) ``(cur, cur + r, cur + c)``.
+    The runs' starting positions are plain integers; the tokens are then placed with a few
+    whole-sequence tensor ops, not several per run (a video prompt has two runs per frame pair).
+    """
+    starts, bases, widths = [], [], []  # per run: first token, position at its start, merged width (0: text)
+    cur = 0
     for kind, start, end in _runs(token_types):
+        starts.append(start)
+        bases.append(cur)
         if kind == TEXT:
-            spans.append(text_span(cur, end - start))
+            widths.append(0)
             cur += end - start
             continue
         try:
@@ -67,11 +64,18 @@ def sequence_positions(
                 f"a visual run of {end - start} placeholder tokens does not match its grid "
                 f"(1, {h}, {w}) = {mh * mw} merged tokens"
             )
-        spans.append(visual_span(cur, mh, mw))
+        widths.append(mw)
         cur += max(mh, mw)
-    if not spans:
+    if not starts:
         return torch.zeros(3, 0, dtype=torch.long)
-    return torch.cat(spans, dim=1)
+    first = torch.tensor(starts)
+    run = torch.repeat_interleave(torch.arange(len(starts)), torch.diff(first, append=torch.tensor([len(token_types)])))
+    within = torch.arange(len(token_types)) - first[run]
+    base, width = torch.tensor(bases)[run], torch.tensor(widths)[run]
+    visual = width > 0
+    rows = torch.where(visual, within // width.clamp(min=1), within)
+    cols = torch.where(visual, within % width.clamp(min=1), within)
+    return torch.stack((torch.where(visual, base, base + within), base + rows, base + cols))
 
 
 def rope_index(
@@ -103,8 +107,8 @@ def rope_index(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     grids = {
-        IMAGE: iter(image_grid_thw if image_grid_thw is not None else ()),
-        VIDEO: iter(frame_pair_grids(video_grid_thw) if video_grid_thw is not None else ()),
+        IMAGE: iter(image_grid_thw.tolist() if image_grid_thw is not None else ()),
+        VIDEO: iter(frame_pair_grids(video_grid_thw).tolist() if video_grid_thw is not None else ()),
     }
     position_ids = torch.zeros(3, batch, length, dtype=torch.long)
     deltas = torch.zeros(batch, 1, dtype=torch.long)
