@@ -584,7 +584,9 @@ def train(
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             model.eval()
             save_checkpoint(model, tok_dir, out, frame_px=cfg.sample.frame_px)
-            (out / "training.json").write_text(json.dumps({"step": step + 1, "config": asdict(cfg), "losses": losses}, default=str))
+            record = out / "training.json.tmp"
+            record.write_text(json.dumps({"step": step + 1, "config": asdict(cfg), "losses": losses}, default=str))
+            record.replace(out / "training.json")
             model.train()
     return losses
 
@@ -653,12 +655,41 @@ def train_builtin(
 ) -> list[float]:
     """Reproduce the built-in checkpoint into ``out`` (stage folders beside it), or run
     ``stages`` (e.g. ``builtin_stages(frame_px=128, ...)``) the same way. ``workers`` and
-    ``batch_videos`` set every stage's (they change the speed, not the run)."""
+    ``batch_videos`` set every stage's (they change the speed, not the run).
+
+    Run again after an interruption, it resumes: the leading stages whose folders already hold
+    the finished checkpoint of the same configuration are kept, not retrained.
+    """
     losses: list[float] = []
     init: Path | None = None
+    trained = False
     stages = [dataclasses.replace(cfg, workers=workers, batch_videos=batch_videos) for cfg in stages or builtin_stages()]
     for number, cfg in enumerate(stages, 1):
         target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
-        losses += train(target, init=init, cfg=cfg, device=device, progress=progress)
+        done = finished_losses(target, cfg) if not trained else None  # a stage on a new start is new
+        if done is not None:
+            log.info("stage %d of %d: %s is finished, kept", number, len(stages), target)
+            losses += done
+        else:
+            losses += train(target, init=init, cfg=cfg, device=device, progress=progress)
+            trained = True
         init = target
     return losses
+
+
+SPEED_ONLY = ("workers", "batch_videos")  # TrainConfig fields that change the speed of a run, not its result
+
+
+def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:
+    """The step losses of ``out`` if it holds the last checkpoint of a run of ``cfg`` (up to
+    its speed-only fields), else None."""
+    try:
+        record = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (out / "model.safetensors").is_file():
+        return None
+    want = json.loads(json.dumps(asdict(cfg), default=str))
+    got = record.get("config", {}) if isinstance(record, dict) else {}
+    same = {k: v for k, v in got.items() if k not in SPEED_ONLY} == {k: v for k, v in want.items() if k not in SPEED_ONLY}
+    return list(record["losses"]) if same and record.get("step") == cfg.steps else None

@@ -418,6 +418,26 @@ def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
     vidlm.load(tmp_path / "salient")
 
 
+def test_a_rerun_schedule_keeps_finished_stages_and_retrains_changed_ones(tmp_path):
+    from recipe.train import train_builtin
+
+    out = tmp_path / "model"
+    stages = [small(2), small(2, seed=1)]
+    steps: list[int] = []
+    first = train_builtin(out, stages=stages, progress=lambda step, total, loss: steps.append(step))
+    assert steps == [1, 2, 1, 2] and len(first) == 4
+    stage1 = out.with_name("model.stage1") / "model.safetensors"
+    made = stage1.stat().st_mtime_ns
+    (out / "training.json").unlink()  # the last stage was cut short
+    steps.clear()
+    again = train_builtin(out, stages=stages, batch_videos=2, progress=lambda step, total, loss: steps.append(step))
+    assert steps == [1, 2] and stage1.stat().st_mtime_ns == made  # stage 1 kept, whatever the batching
+    assert again[:2] == first[:2] and again[2:] == pytest.approx(first[2:], rel=1e-4)
+    steps.clear()
+    train_builtin(out, stages=[dataclasses.replace(small(2), lr=1e-3), small(2, seed=1)], progress=lambda step, total, loss: steps.append(step))
+    assert steps == [1, 2, 1, 2]  # a changed stage 1 is retrained, and so is what follows it
+
+
 def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_video_stages():
     from recipe.train import builtin_stages
     from recipe.warmup import WarmupConfig
