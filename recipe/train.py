@@ -85,6 +85,7 @@ class TrainConfig:
     visual_norm_weight: float = 0.0
     workers: int = 0
     batch_videos: int = 1  # videos per forward pass (speed only: a step still takes `accumulation` samples)
+    freeze_tower: bool = False  # the tower's patch embedding, position table and blocks stay fixed; its mergers train
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
     grounding: GroundingLosses = field(default_factory=GroundingLosses)
@@ -550,6 +551,10 @@ def train(
     if cfg.tower_warmup is not None:
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()
+    if cfg.freeze_tower:  # keep what a warm-up taught the tower: the answers' loss erodes it (bench/RESULTS.md)
+        tower = model.model.visual
+        for module in (tower.patch_embed, tower.pos_embed, tower.blocks):
+            module.requires_grad_(False)
     head = GroundingHeads(model.config.text.hidden_size).to(device) if cfg.grounding.needs_heads else None
     params = [*model.parameters(), *(head.parameters() if head is not None else ())]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))

@@ -418,6 +418,20 @@ def test_grounding_heads_train_with_the_model_and_are_not_saved(tmp_path):
     vidlm.load(tmp_path / "salient")
 
 
+def test_a_frozen_tower_keeps_its_blocks_and_trains_its_mergers(tmp_path):
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    train(base, cfg=small(1))
+    train(tmp_path / "frozen", init=base, cfg=small(3, freeze_tower=True))
+    before, after = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("base", "frozen"))
+    fixed = [k for k in before if k.startswith(("model.visual.blocks.", "model.visual.patch_embed.", "model.visual.pos_embed."))]
+    merged = [k for k in before if k.startswith(("model.visual.merger.", "model.visual.deepstack_merger_list."))]
+    assert fixed and all(torch.equal(before[k], after[k]) for k in fixed)
+    assert merged and any(not torch.equal(before[k], after[k]) for k in merged)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("model.language_model."))
+
+
 def test_a_rerun_schedule_keeps_finished_stages_and_retrains_changed_ones(tmp_path):
     from recipe.train import train_builtin
 
