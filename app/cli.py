@@ -84,6 +84,10 @@ def train(
         1, "--batch-videos", min=1,
         help="Videos per forward pass (the same run up to float rounding; faster on a GPU, not on a CPU).",
     ),
+    freeze_tower: bool = typer.Option(
+        False, "--freeze-tower",
+        help="Keep the vision tower's patch embedding, position table and blocks fixed (its mergers train).",
+    ),
     recipe: str | None = typer.Option(
         None, "--recipe",
         help="'builtin': the exact schedule of the built-in model (other options ignored, except --device, --workers and --batch-videos).",
@@ -113,7 +117,7 @@ def train(
             train_builtin(out_dir, device=device, progress=progress, workers=workers, batch_videos=batch_videos)
         else:
             cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers,
-                              batch_videos=batch_videos, sample=spec)
+                              batch_videos=batch_videos, freeze_tower=freeze_tower, sample=spec)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
 

@@ -271,11 +271,12 @@ def test_default_library_comes_from_the_environment(monkeypatch, ingested):
 def test_train_writes_a_checkpoint_with_the_options_asked(tmp_path):
     out = tmp_path / "model"
     args = ["--steps", "2", "--accumulation", "2", "--questions", "2", "--max-seconds", "9"]
-    result = run("train", str(out), *args, "--max-offset", "120", "--batch-videos", "2")
+    result = run("train", str(out), *args, "--max-offset", "120", "--batch-videos", "2", "--freeze-tower")
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     record = json.loads((out / "training.json").read_text(encoding="utf-8"))
-    assert record["step"] == 2 and len(record["losses"]) == 2 and record["config"]["batch_videos"] == 2
+    assert record["step"] == 2 and len(record["losses"]) == 2
+    assert record["config"]["batch_videos"] == 2 and record["config"]["freeze_tower"] is True
     sample = record["config"]["sample"]
     assert sample["max_offset_seconds"] == 120.0 and sample["questions"] == 2
     assert run("train", str(tmp_path / "x"), "--max-offset", "-1").exit_code == 2
