@@ -24,10 +24,14 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipe.data import encode_branches, make_sample  # noqa: E402
-from recipe.train import GroundingHeads, GroundingLosses, branch_loss, builtin_stages  # noqa: E402
-from vidlm.processor import Processor, ProcessorConfig  # noqa: E402
-from vidlm.tokenizer import Tokenizer  # noqa: E402
+from recipe.train import (  # noqa: E402
+    GroundingHeads,
+    GroundingLosses,
+    SampleStream,
+    branch_loss,
+    builtin_stages,
+    training_processor,
+)
 from vidlm.weights import build_model  # noqa: E402
 
 BUILTIN = ROOT / "vidlm" / "builtin"
@@ -44,9 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     model = build_model(BUILTIN).to(args.device).train()
-    processor = Processor(Tokenizer.from_dir(BUILTIN), ProcessorConfig(video_max_tokens_per_frame=(args.px // 32) ** 2))
-    spec = builtin_stages(frame_px=args.px)[3].sample
-    samples = [encode_branches(processor, make_sample(1_000 + i, spec)) for i in range(args.videos)]
+    stage = builtin_stages(frame_px=args.px)[3]
+    stream = SampleStream(stage, training_processor(BUILTIN, args.px))  # the samples stage 4 trains on
+    samples = [stream[i] for i in range(args.videos)]
     samples.sort(key=lambda b: b.prefix["input_ids"].shape[1])  # as `train` orders a step's videos
     samples = [b.to(args.device) for b in samples]
     heads = GroundingHeads(model.config.text.hidden_size).to(args.device)

@@ -243,15 +243,11 @@ class Branches:
         return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths,
                         self.question_lengths, saliency, tenths, pointers)
 
-    def groups(self, *, slack: float = 1.5) -> list[list[int]]:
-        """Row indices grouped by similar length (each group's longest row at most ``slack``
-        times its shortest), so that a long caption does not pad every short answer."""
-        return length_groups(self.lengths, slack=slack)
-
 
 def length_groups(lengths: Sequence[int], *, slack: float = 1.5) -> list[list[int]]:
     """Indices grouped by similar length (each group's longest at most ``slack`` times its
-    shortest), in order of length."""
+    shortest), in order of length: question rows batched so that a long caption does not pad
+    every short answer."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     groups: list[list[int]] = []
     for i in order:

@@ -505,6 +505,11 @@ def sample_loader(cfg: TrainConfig, processor: Processor) -> torch.utils.data.Da
     )
 
 
+def training_processor(tok_dir: Path, frame_px: int) -> Processor:
+    """The processor a run at ``frame_px`` plans its frames with: (frame_px / 32)^2 tokens a frame."""
+    return Processor(Tokenizer.from_dir(tok_dir), ProcessorConfig(video_max_tokens_per_frame=(frame_px // 32) ** 2))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -547,7 +552,7 @@ def train(
     torch.manual_seed(cfg.seed)
     model, tok_dir = prepare(out, init, cfg)
     model.to(device).train()
-    processor = Processor(Tokenizer.from_dir(tok_dir), ProcessorConfig(video_max_tokens_per_frame=(cfg.sample.frame_px // 32) ** 2))
+    processor = training_processor(tok_dir, cfg.sample.frame_px)
     if cfg.tower_warmup is not None:
         warm_up_tower(model, processor, cfg.tower_warmup, device=device, progress=progress)
         model.train()

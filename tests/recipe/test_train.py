@@ -15,6 +15,7 @@ from recipe.data import (
     SampleSpec,
     encode,
     encode_branches,
+    length_groups,
     make_sample,
     pair_saliency,
     planned_seconds,
@@ -139,7 +140,7 @@ def test_branches_are_the_full_sequences_split_at_the_video(trained):
         labels = branches.labels[i, : branches.lengths[i]]
         assert tok.decode(labels[labels != IGNORE].tolist()) == task.answer + "<|im_end|>"
         assert (branches.labels[i, branches.lengths[i]:] == IGNORE).all()
-    assert sorted(i for g in branches.groups() for i in g) == list(range(len(sample.tasks)))
+    assert sorted(i for g in length_groups(branches.lengths) for i in g) == list(range(len(sample.tasks)))
 
 
 def test_shared_prefix_loss_equals_the_mean_of_full_sequence_losses(trained):
