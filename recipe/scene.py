@@ -278,6 +278,11 @@ def colour_at(track: ObjectTrack, tenths: float) -> str:
     return _name_at(track.key_tenths, track.colours, tenths)
 
 
+def background_at(track: BackgroundTrack, tenths: float) -> str:
+    """The background's colour name in force at ``tenths`` (the old colour during a fade)."""
+    return _name_at(track.key_tenths, track.colours, tenths)
+
+
 def describe_at(scene: Scene, seconds: float) -> Snapshot:
     """The viewer's snapshot at ``seconds``: objects left to right, background, text.
 
@@ -294,6 +299,6 @@ def describe_at(scene: Scene, seconds: float) -> Snapshot:
     texts = [s.text for s in scene.texts if s.start_tenths < tenths < s.end_tenths]
     return Snapshot(
         objects=tuple(name for _, name in sorted(placed)),
-        background=_name_at(scene.background.key_tenths, scene.background.colours, tenths),
+        background=background_at(scene.background, tenths),
         text=texts[0] if texts else None,
     )

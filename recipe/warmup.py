@@ -31,11 +31,13 @@ import torch.nn.functional as F
 
 from recipe.data import SampleSpec, worker_options
 from recipe.scene import (
+    BACKGROUND_COLOUR_NAMES,
     OBJECT_COLOUR_NAMES,
     SHAPES,
     ObjectState,
     Scene,
     WorldParams,
+    background_at,
     colour_at,
     object_state,
 )
@@ -59,6 +61,9 @@ PAIR_GAP_SECONDS = 0.5  # the two frames of a pair at the product's 2 fps
 LABELS: dict[str, tuple[str, ...]] = {
     "shapes": SHAPES, "colours": OBJECT_COLOUR_NAMES, "actions": ACTIONS, "directions": DIRECTIONS,
 }
+# With ``WarmupConfig.background``, every token is also labelled with the background's colour
+# (the old one during a fade), which labelling objects alone teaches the tower to forget.
+BACKGROUND_LABELS: dict[str, tuple[str, ...]] = {"backgrounds": BACKGROUND_COLOUR_NAMES}
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class WarmupConfig:
     workers: int = 0
     world: WorldParams = field(default_factory=lambda: SampleSpec().world)  # the evaluation world
     moving: float = 0.0  # the share of moments drawn inside an object's event (a pair 0.5 s apart)
+    background: bool = False  # also label every token with the background's colour
+
+    @property
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        """The per-token labels this warm-up trains heads for."""
+        return LABELS | BACKGROUND_LABELS if self.background else LABELS
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,7 @@ class Still:
     colours: torch.Tensor  # [tokens]: index into OBJECT_COLOUR_NAMES, or len(OBJECT_COLOUR_NAMES)
     actions: torch.Tensor  # [tokens]: index into ACTIONS, or len(ACTIONS)
     directions: torch.Tensor  # [tokens]: index into DIRECTIONS, or len(DIRECTIONS)
+    backgrounds: torch.Tensor  # [tokens]: every token the background's index in BACKGROUND_COLOUR_NAMES
 
 
 def labelled_still(
@@ -120,6 +132,8 @@ def labelled_still(
                 labels["colours"][token] = OBJECT_COLOUR_NAMES.index(colour_at(track, middle))
                 labels["actions"][token] = ACTIONS.index(_action(scene, track.object_id, middle))
                 labels["directions"][token] = DIRECTIONS.index(_direction(state))
+            background = BACKGROUND_COLOUR_NAMES.index(background_at(scene.background, middle))
+            labels["backgrounds"] = torch.full((rows * cols,), background)
             return Still(video.patches, torch.tensor([video.grid_thw]), **labels)
         seed += 1_000_003  # no such moment with an object: the next scene of this seed's own sequence
 
@@ -170,7 +184,7 @@ class StillBatches(torch.utils.data.IterableDataset):
                                moving=bool(np.random.default_rng([s, 1]).random() < self.cfg.moving))
                 for s in seeds
             ]
-            labels = {name: torch.cat([getattr(s, name) for s in stills]) for name in LABELS}
+            labels = {name: torch.cat([getattr(s, name) for s in stills]) for name in self.cfg.labels}
             yield torch.cat([s.pixels for s in stills]), torch.cat([s.grid for s in stills]), labels
 
 
@@ -202,10 +216,11 @@ def warm_up_tower(
     vision = model.config.vision
     width = (1 + len(vision.deepstack_visual_indexes)) * vision.out_hidden_size  # tower_features' width
     norm = torch.nn.LayerNorm(width).to(device)
-    head = torch.nn.ModuleDict({name: torch.nn.Linear(width, len(classes) + 1) for name, classes in LABELS.items()})
+    labels_of = cfg.labels
+    head = torch.nn.ModuleDict({name: torch.nn.Linear(width, len(classes) + 1) for name, classes in labels_of.items()})
     head.to(device)
     weights = {name: torch.tensor([1.0] * len(classes) + [NO_OBJECT_WEIGHT], device=device)
-               for name, classes in LABELS.items()}
+               for name, classes in labels_of.items()}
     optimizer = torch.optim.AdamW([*tower.parameters(), *norm.parameters(), *head.parameters()], lr=cfg.lr)
     loader = torch.utils.data.DataLoader(
         StillBatches(cfg, processor), batch_size=None, **worker_options(cfg.workers, prefetch_factor=4)
@@ -215,7 +230,7 @@ def warm_up_tower(
     for step, (pixels, grid, labels) in enumerate(loader, 1):
         hidden = norm(tower_features(model, pixels.to(device), grid.to(device)))
         loss = sum(
-            (F.cross_entropy(head[name](hidden), labels[name].to(device), weight=weights[name]) for name in LABELS),
+            (F.cross_entropy(head[name](hidden), labels[name].to(device), weight=weights[name]) for name in labels_of),
             torch.zeros((), device=device),
         )
         optimizer.zero_grad(set_to_none=True)

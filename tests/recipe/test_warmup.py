@@ -93,3 +93,22 @@ def test_moving_moments_label_what_each_object_is_doing(lm):
                 assert DIRECTIONS[still.directions[token]] in words
                 moves += 1
     assert moves >= 3 and len(seen_actions - {"still"}) >= 4
+
+
+@pytest.mark.parametrize("seed", [5, 23])
+def test_background_labels_every_token_with_the_colour_on_screen(lm, seed):
+    """With ``background``, every token carries the background's colour, and it is the colour of
+    the still's corner pixels (objects start inside the frame, away from its corners)."""
+    from recipe.scene import BACKGROUND_COLOUR_NAMES, BACKGROUND_COLOURS
+
+    processor = Processor(lm.processor.tokenizer, ProcessorConfig(video_max_tokens_per_frame=16))
+    still = labelled_still(seed, processor, frame_px=128, world=WarmupConfig().world)
+    assert still.backgrounds.shape == (16,) and len(set(still.backgrounds.tolist())) == 1
+    name = BACKGROUND_COLOUR_NAMES[int(still.backgrounds[0])]
+    pixels = still.pixels.reshape(16, 4, 3, 2 * 16 * 16).permute(0, 1, 3, 2).reshape(16, -1, 3)
+    corner = pixels[0, 0]  # the top-left pixel of the first frame
+    rgb = torch.tensor(BACKGROUND_COLOURS[name], dtype=torch.float32) / 127.5 - 1
+    assert (corner - rgb).abs().max() < 0.02
+    cfg = WarmupConfig(stills=4, batch=4, frame_px=64, background=True)
+    assert "backgrounds" in next(iter(StillBatches(cfg, lm.processor)))[2]
+    assert "backgrounds" not in next(iter(StillBatches(WarmupConfig(stills=4, batch=4, frame_px=64), lm.processor)))[2]
