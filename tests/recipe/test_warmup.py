@@ -9,7 +9,13 @@ import pytest
 import torch
 
 import vidlm
-from recipe.scene import OBJECT_COLOUR_NAMES, OBJECT_COLOURS, SHAPES
+from recipe.scene import (
+    BACKGROUND_COLOUR_NAMES,
+    BACKGROUND_COLOURS,
+    OBJECT_COLOUR_NAMES,
+    OBJECT_COLOURS,
+    SHAPES,
+)
 from recipe.tasks import calm_moment
 from recipe.warmup import (
     ACTIONS,
@@ -99,8 +105,6 @@ def test_moving_moments_label_what_each_object_is_doing(lm):
 def test_background_labels_every_token_with_the_colour_on_screen(lm, seed):
     """With ``background``, every token carries the background's colour, and it is the colour of
     the still's corner pixels (objects start inside the frame, away from its corners)."""
-    from recipe.scene import BACKGROUND_COLOUR_NAMES, BACKGROUND_COLOURS
-
     processor = Processor(lm.processor.tokenizer, ProcessorConfig(video_max_tokens_per_frame=16))
     still = labelled_still(seed, processor, frame_px=128, world=WarmupConfig().world)
     assert still.backgrounds.shape == (16,) and len(set(still.backgrounds.tolist())) == 1
