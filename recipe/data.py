@@ -234,14 +234,17 @@ class Branches:
     # [K, 3] rows (row, position, pair): the token at ``position`` of ``row`` predicts a digit of
     # an answer time, which is (nearest to) the time printed before frame pair ``pair``.
     pointers: torch.Tensor | None = None
+    # [K] per pointer: the time's characters written before its token fit more than one printed
+    # time (the token still chooses the frame pair; see ``answer_time_tokens``).
+    deciding: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> Branches:
         prefix = {k: v.to(device) for k, v in self.prefix.items()}
-        saliency, tenths, pointers = (
-            None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths, self.pointers)
+        saliency, tenths, pointers, deciding = (
+            None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths, self.pointers, self.deciding)
         )
         return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths,
-                        self.question_lengths, saliency, tenths, pointers)
+                        self.question_lengths, saliency, tenths, pointers, deciding)
 
 
 def length_groups(lengths: Sequence[int], *, slack: float = 1.5) -> list[list[int]]:
@@ -281,28 +284,36 @@ def encode_branches(processor, sample: Sample) -> Branches:
     saliency = torch.tensor([pair_saliency(task, pairs) or [-1.0] * len(pairs) for task in sample.tasks])
     printed = printed_seconds(sample.seconds)
     tenths = torch.tensor([round(t * 10) for t in printed])
-    pointers = [
-        (row, asked[row] + token - 1, pair)
+    pointed = [
+        (row, asked[row] + token - 1, pair, deciding)
         for row, task in enumerate(sample.tasks) if task.kind in ("grounding", "caption")
-        for token, pair in answer_time_tokens(tok, rows[row][asked[row]:], printed)
+        for token, pair, deciding in answer_time_tokens(tok, rows[row][asked[row]:], printed)
     ]
-    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths,
-                    torch.tensor(pointers, dtype=torch.long).reshape(-1, 3))
+    pointers = torch.tensor([p[:3] for p in pointed], dtype=torch.long).reshape(-1, 3)
+    deciding = torch.tensor([p[3] for p in pointed], dtype=torch.bool)
+    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths, pointers, deciding)
 
 
-def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float]) -> list[tuple[int, int]]:
-    """(token index, frame pair) for every token of ``answer_ids`` that is part of a time
-    ("12.5"): the pair is the one whose printed time (``printed``) is nearest to that time."""
+def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float]) -> list[tuple[int, int, bool]]:
+    """(token index, frame pair, deciding) for every token of ``answer_ids`` that is part of a
+    time ("12.5"): the pair is the one whose printed time (``printed``) is nearest to that time;
+    ``deciding`` says whether the characters of the time written before the token still fit
+    more than one printed time, so that the token chooses among frame pairs. After "1", the next
+    digit of "17.4" decides between the pairs printed 1.x and 10-19.x; after "17." nothing is
+    left to choose."""
     pieces = [tok.decode([i]) for i in answer_ids]
     owner = [k for k, piece in enumerate(pieces) for _ in piece]  # character -> token
     text = "".join(pieces)
     times = np.asarray(printed, dtype=np.float64)
-    found: dict[int, int] = {}
+    shown = [f"{t:.1f}" for t in printed]
+    found: dict[int, tuple[int, bool]] = {}
     for match in re.finditer(r"\d+\.\d", text):
         pair = int(np.abs(times - float(match.group())).argmin())
         for char in range(match.start(), match.end()):
-            found.setdefault(owner[char], pair)
-    return sorted(found.items())
+            if owner[char] not in found:
+                written = match.group()[: char - match.start()]
+                found[owner[char]] = (pair, sum(s.startswith(written) for s in shown) > 1)
+    return sorted((token, pair, deciding) for token, (pair, deciding) in found.items())
 
 
 def pair_saliency(task: Task, pair_seconds: Sequence[float]) -> list[float]:

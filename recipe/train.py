@@ -53,7 +53,8 @@ class GroundingLosses:
     """Dense losses added to the answer loss for the search grounding needs (0: off).
 
     The first three are :class:`GroundingHeads` losses; ``attend_weight`` supervises the
-    model's own last-layer lookup (``attend_first_digits``: only at a time's first digit).
+    model's own last-layer lookup (``attend_first_digits``: only at a time's first digit;
+    ``attend_deciding_digits``: only at the digits that still choose the frame pair).
     See :func:`branch_loss`.
     """
 
@@ -62,6 +63,11 @@ class GroundingLosses:
     pointer_weight: float = 0.0  # each answer time digit's frame pair
     attend_weight: float = 0.0  # the last layer's supervised lookup head
     attend_first_digits: bool = False
+    attend_deciding_digits: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attend_first_digits and self.attend_deciding_digits:
+            raise ValueError("attend_first_digits and attend_deciding_digits: choose one")
 
     @property
     def needs_heads(self) -> bool:
@@ -286,7 +292,10 @@ def branch_loss(
     pair printed with that time (``branches.pointers``), so that the copy the answer needs runs
     through the attention that produces it. With ``attend_first_digits`` only the first digit
     of each time is supervised: the later ones are found from the digits already written, the
-    first from the question alone, which is the search grounding needs.
+    first from the question alone, which is the search grounding needs. That holds for times
+    under 10 s only: after the "1" of "17.4", the next digit still chooses between the pairs
+    printed 1.x and 10-19.x. ``attend_deciding_digits`` supervises every digit that still
+    chooses a pair (``branches.deciding``) and none that only copies the one already chosen.
     """
     videos = [branches] if isinstance(branches, Branches) else list(branches)
     prefix, prefix_mask = _batch_prefixes(model, videos)
@@ -333,6 +342,12 @@ def branch_loss(
         for n, v in enumerate(videos) if (use_pointer or use_attend) and v.pointers is not None
         for row, position, pair in v.pointers.tolist()
     ]
+    deciding = {
+        (first_row[n] + row, position)
+        for n, v in enumerate(videos) if grounding.attend_deciding_digits and v.pointers is not None
+        for (row, position, _), chooses in zip(v.pointers.tolist(), cast(torch.Tensor, v.deciding).tolist(), strict=True)
+        if chooses
+    }
     try:
         prefix_out = model(**prefix, cache=cache, logits_to_keep=1, vision_chunk_pairs=None)  # type: ignore[arg-type]
         pair_keys = [_pair_key_positions(model, v) for v in videos] if use_heads or use_attend else None
@@ -357,6 +372,8 @@ def branch_loss(
             if use_attend and pair_keys is not None and grounding.attend_first_digits and chosen:
                 written = {(r, position) for r, position, _ in chosen}  # the digits whose previous token is not a time's
                 firsts = [r for r in chosen if (r[0], r[1] - 1) not in written]
+            elif grounding.attend_deciding_digits:
+                firsts = [r for r in chosen if (r[0], r[1]) in deciding]
             else:
                 firsts = chosen
             if use_pointer and pairs is not None and chosen:

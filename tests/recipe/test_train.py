@@ -13,6 +13,7 @@ import torch
 from recipe.data import (
     IGNORE,
     SampleSpec,
+    answer_time_tokens,
     encode,
     encode_branches,
     length_groups,
@@ -256,6 +257,24 @@ def test_pointers_mark_the_answer_tokens_of_each_time_with_its_frame_pair(traine
     assert all(text.count(printed[pair]) >= 1 and set(text) <= set("0123456789.") for (_, pair), text in spelled.items())
 
 
+def test_deciding_digits_are_those_that_still_choose_a_frame_pair(trained):
+    """After the "1" of "17.3" the next digit still chooses between the pairs printed 1.x and
+    10-19.x; after "17." nothing is left to choose. Under 10 s only the first digit chooses."""
+    out, _ = trained
+    tok = Tokenizer.from_dir(out)
+    printed = [1.3 + i for i in range(25)]  # 1.3, 2.3, ..., 25.3
+    ids = tok.encode("From 17.3 to 21.3 seconds, then from 1.3 to 5.4 seconds.")
+    got = [(tok.decode([ids[k]]), pair, deciding) for k, pair, deciding in answer_time_tokens(tok, ids, printed)]
+    assert got == [
+        ("1", 16, True), ("7", 16, True), (".", 16, False), ("3", 16, False),
+        ("2", 20, True), ("1", 20, True), (".", 20, False), ("3", 20, False),
+        ("1", 0, True), (".", 0, True), ("3", 0, False),
+        ("5", 4, True), (".", 4, False), ("4", 4, False),  # 5.4 is nearest to the pair printed 5.3
+    ]
+    short = [t for t in printed if t < 10]
+    assert [d for *_, d in answer_time_tokens(tok, tok.encode("From 1.3 to 5.3 seconds."), short)] == [True, False, False] * 2
+
+
 def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     """The added losses are the heads' cross-entropies on the states entering the last layer,
     at the question's last prompt token and each pair's visual tokens, of every grounding
@@ -332,6 +351,9 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
         first_only = branch_loss(
             lm.model, branches, grounding=GroundingLosses(attend_weight=1.5, attend_first_digits=True)
         ) - plain
+        deciding_only = branch_loss(
+            lm.model, branches, grounding=GroundingLosses(attend_weight=1.5, attend_deciding_digits=True)
+        ) - plain
         monkeypatch.setattr(decoder, "causal_attention", spy)
         want, firsts = [], []
         pointed = {(row, position) for row, position, _ in branches.pointers.tolist()}
@@ -355,6 +377,13 @@ def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_p
     # A time's first digit: the token before it is not part of a time ("From " / " to ").
     first = torch.stack([w for w, f in zip(want, firsts, strict=True) if f])
     assert 4 <= len(first) < len(want) and first_only.item() == pytest.approx(1.5 * first.mean().item(), rel=1e-4, abs=1e-6)
+    # The deciding digits, in the branches' order (grounding rows only, as ``want``).
+    rows = [row for row, _, _ in branches.pointers.tolist()]
+    chooses = [d for row, d in zip(rows, branches.deciding.tolist(), strict=True) if sample.tasks[row].kind == "grounding"]
+    deciding = torch.stack([w for w, d in zip(want, chooses, strict=True) if d])
+    assert 4 <= len(deciding) < len(want) and deciding_only.item() == pytest.approx(1.5 * deciding.mean().item(), rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="choose one"):
+        GroundingLosses(attend_first_digits=True, attend_deciding_digits=True)
 
 
 def test_a_batch_of_videos_gives_each_video_s_own_loss_and_gradients(trained):
