@@ -35,7 +35,7 @@ from recipe.train import (  # noqa: E402
 from vidlm.weights import build_model  # noqa: E402
 
 BUILTIN = ROOT / "vidlm" / "builtin"
-LOSSES = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, attend_weight=3.0, attend_first_digits=True)
+LOSSES = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, attend_weight=3.0, attend_deciding_digits=True)
 
 
 def main() -> None:

@@ -490,7 +490,7 @@ def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_v
     assert [c.steps for c in shipped] == [150, 200, 700, 500]
     assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
     assert all(g.saliency_weight == g.clock_weight == g.pointer_weight == g.attend_weight == 0
-               and not g.attend_first_digits for g in (c.grounding for c in shipped))
+               and not g.attend_first_digits and not g.attend_deciding_digits for g in (c.grounding for c in shipped))
     motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
     losses = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0, attend_weight=3.0,
                              attend_first_digits=True)
