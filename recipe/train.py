@@ -371,11 +371,11 @@ def branch_loss(
             chosen = [r for r in pointers if r[0] in local]
             if use_attend and pair_keys is not None and grounding.attend_first_digits and chosen:
                 written = {(r, position) for r, position, _ in chosen}  # the digits whose previous token is not a time's
-                firsts = [r for r in chosen if (r[0], r[1] - 1) not in written]
+                looked_up = [r for r in chosen if (r[0], r[1] - 1) not in written]
             elif grounding.attend_deciding_digits:
-                firsts = [r for r in chosen if (r[0], r[1]) in deciding]
+                looked_up = [r for r in chosen if (r[0], r[1]) in deciding]
             else:
-                firsts = chosen
+                looked_up = chosen
             if use_pointer and pairs is not None and chosen:
                 assert heads is not None
                 for n in sorted({owner[r] for r, _, _ in chosen}):
@@ -383,11 +383,11 @@ def branch_loss(
                     at = torch.tensor([[k, position] for k, position, _ in mine], device=ids.device)
                     targets = torch.tensor([pair for *_, pair in mine], device=ids.device)
                     pointed[n].append((heads.pointer(states[-1][at[:, 0], at[:, 1]], pairs[n]), targets))
-            if use_attend and pair_keys is not None and firsts:
-                at = torch.tensor([[local[r], position] for r, position, _ in firsts], device=ids.device)
+            if use_attend and pair_keys is not None and looked_up:
+                at = torch.tensor([[local[r], position] for r, position, _ in looked_up], device=ids.device)
                 keys = cache.branch_keys[model.config.text.num_hidden_layers - 1]
-                pointed_keys = torch.stack([pair_keys[owner[r]][pair] for r, _, pair in firsts])  # [K, T]
-                targets = torch.zeros(len(firsts), keys.shape[2], dtype=torch.bool, device=ids.device)
+                pointed_keys = torch.stack([pair_keys[owner[r]][pair] for r, _, pair in looked_up])  # [K, T]
+                targets = torch.zeros(len(looked_up), keys.shape[2], dtype=torch.bool, device=ids.device)
                 targets.scatter_(1, pointed_keys, True)
                 allowed = None if mask is None else mask[at[:, 0]].bool()
                 per_digit = _attend_loss(
@@ -395,7 +395,7 @@ def branch_loss(
                     prefix_length=prefix_width, allowed=allowed,
                 )
                 attended.append(per_digit)
-                attended_by += [owner[r] for r, _, _ in firsts]
+                attended_by += [owner[r] for r, _, _ in looked_up]
             if use_saliency and pairs is not None:
                 assert heads is not None
                 for n in sorted({owner[i] for i in rows}):
