@@ -305,7 +305,7 @@ def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float])
     owner = [k for k, piece in enumerate(pieces) for _ in piece]  # character -> token
     text = "".join(pieces)
     times = np.asarray(printed, dtype=np.float64)
-    shown = [f"{t:.1f}" for t in printed]
+    shown = [format_seconds(t) for t in printed]  # as the prompt prints them
     found: dict[int, tuple[int, bool]] = {}
     for match in re.finditer(r"\d+\.\d", text):
         pair = int(np.abs(times - float(match.group())).argmin())

@@ -369,7 +369,7 @@ def branch_loss(
             answered += [owner[i] for i in rows]
             local = {row: k for k, row in enumerate(rows)}
             chosen = [r for r in pointers if r[0] in local]
-            if use_attend and pair_keys is not None and grounding.attend_first_digits and chosen:
+            if grounding.attend_first_digits:
                 written = {(r, position) for r, position, _ in chosen}  # the digits whose previous token is not a time's
                 looked_up = [r for r in chosen if (r[0], r[1] - 1) not in written]
             elif grounding.attend_deciding_digits:
