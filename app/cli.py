@@ -79,10 +79,13 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast)."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes rendering samples ahead of the model (same run, faster on a GPU)."),
-    batch_videos: int = typer.Option(
-        1, "--batch-videos", min=1,
-        help="Videos per forward pass (the same run up to float rounding; faster on a GPU, not on a CPU).",
+    workers: int | None = typer.Option(
+        None, "--workers", min=0,
+        help="Processes rendering samples ahead of the model (same run, faster on a GPU). Default 0; with --recipe, each stage's own.",
+    ),
+    batch_videos: int | None = typer.Option(
+        None, "--batch-videos", min=1,
+        help="Videos per forward pass (the same run up to float rounding; faster on a GPU, not on a CPU). Default 1; with --recipe, each stage's own.",
     ),
     freeze_tower: bool = typer.Option(
         False, "--freeze-tower",
@@ -116,8 +119,8 @@ def train(
         if recipe == "builtin":
             train_builtin(out_dir, device=device, progress=progress, workers=workers, batch_videos=batch_videos)
         else:
-            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers,
-                              batch_videos=batch_videos, freeze_tower=freeze_tower, sample=spec)
+            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers or 0,
+                              batch_videos=batch_videos or 1, freeze_tower=freeze_tower, sample=spec)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
 

@@ -1,6 +1,6 @@
 """Training throughput against videos per forward pass (`vidlm train --batch-videos N`).
 
-The same rendered samples (stage 4 of ``builtin_stages``: the evaluation world, 8 questions a
+The same rendered samples (stage 4 of ``curriculum_stages``: the evaluation world, 8 questions a
 video, every grounding loss the session-9 runs used) are run as forward + backward passes of
 1, 4, 16, ... videos, from the built-in checkpoint at the asked frame size. Per video it
 prints the seconds and the operator calls (aten ops on a CPU, GPU kernels on CUDA), the count
@@ -29,7 +29,7 @@ from recipe.train import (  # noqa: E402
     GroundingLosses,
     SampleStream,
     branch_loss,
-    builtin_stages,
+    curriculum_stages,
     training_processor,
 )
 from vidlm.weights import build_model  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     model = build_model(BUILTIN).to(args.device).train()
-    stage = builtin_stages(frame_px=args.px)[3]
+    stage = curriculum_stages(frame_px=args.px)[3]
     stream = SampleStream(stage, training_processor(BUILTIN, args.px))  # the samples stage 4 trains on
     samples = [stream[i] for i in range(args.videos)]
     samples.sort(key=lambda b: b.prefix["input_ids"].shape[1])  # as `train` orders a step's videos

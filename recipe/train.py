@@ -626,7 +626,7 @@ class _null:
         return None
 
 
-def builtin_stages(
+def curriculum_stages(
     *,
     frame_px: int = 64,
     tower_warmup: WarmupConfig | None = None,
@@ -634,10 +634,9 @@ def builtin_stages(
     motion_warmup: WarmupConfig | None = None,
     grounding: GroundingLosses = GroundingLosses(),
 ) -> list[TrainConfig]:
-    """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
+    """The four-stage curriculum a fresh tiny model starts with (the first stages of ``builtin_stages``).
 
-    A fresh tiny model with 64 px frames, trained as a curriculum, each stage continuing from
-    the previous checkpoint:
+    Each stage continues from the previous checkpoint:
 
     1. background stills: one moment per sample, "What colour is the background at T
        seconds?" only. A model from scratch otherwise learns the text priors first and then
@@ -649,8 +648,8 @@ def builtin_stages(
     4. the evaluation world (8-60 s, slow actions), the same mix.
 
     Visual tokens are kept on the text embeddings' scale (``visual_norm_weight``). The
-    keywords change the schedule for experiments (defaults: the built-in's): ``frame_px`` for
-    every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
+    keywords change the schedule for experiments (defaults: the built-in's start): ``frame_px``
+    for every stage, a ``tower_warmup`` before stage 1 (its ``frame_px`` must match), and for the
     video stages ``snap_spans`` (answers on the printed frame-pair times), a ``motion_warmup``
     before stage 3 (usually with ``moving`` > 0) and the ``grounding`` losses.
     """
@@ -671,18 +670,67 @@ def builtin_stages(
     ]
 
 
+def builtin_stages() -> list[TrainConfig]:
+    """The schedule that produced the built-in checkpoint (``vidlm train --recipe builtin``).
+
+    Each stage continues from the previous one's checkpoint (bfloat16 on disk between stages):
+
+    1-4. ``curriculum_stages()``: a fresh tiny model at 64 px, stills then videos, every task.
+    5. 128 px frames (16 visual tokens a frame pair instead of 4): a warm-up of the vision tower
+       alone labelling every token of 320,000 stills (shape, colour, action, direction,
+       background; 70% of them inside a moving event), then the stills stage again with the
+       tower frozen. The tower stays frozen from here on (the answers' loss erodes what the
+       warm-up taught it; its mergers train).
+    6-9. grounding questions only, 8 to a video, answers snapped to the printed frame-pair
+       times, with the saliency, clock and lookup losses, the lookup supervised at each time's
+       first digit: four cosine cycles of 1,200 steps.
+    10-11. the same with the lookup supervised at every deciding digit
+       (``GroundingLosses.attend_deciding_digits``; the first digit alone leaves "1.x" against
+       "1x.x" open): 1,200 steps, then a cycle of 3,600.
+    12-13. stage 4's full task mix at 128 px with those losses, which brings QA and dense
+       captions back: 500 and 800 steps.
+
+    The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 and 13), each a
+    restart of the cosine schedule; the speed-only fields are as they ran (stage 5 put 16 stills
+    in a pass), so a rerun follows the same float rounding on the same kind of machine.
+    """
+    world = SampleSpec().world
+    common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05, "freeze_tower": True}
+    warmup = WarmupConfig(stills=320_000, batch=64, frame_px=128, lr=1e-3, seed=11, moving=0.7, background=True)
+    stills = TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1, tower_warmup=warmup,
+                         batch_videos=16, sample=SampleSpec(frame_px=128, stills=True, world=world), **common)
+    first = GroundingLosses(saliency_weight=1.0, clock_weight=1.0, attend_weight=3.0, attend_first_digits=True)
+    deciding = dataclasses.replace(first, attend_first_digits=False, attend_deciding_digits=True)
+    only = SampleSpec(frame_px=128, questions=8, kinds=("grounding",), world=world, snap_spans=True)
+
+    def grounding(steps: int, seed: int, losses: GroundingLosses) -> TrainConfig:
+        return TrainConfig(steps=steps, accumulation=4, lr=1e-3, warmup_steps=20, seed=seed, grounding=losses,
+                           sample=only, **common)
+
+    mix = dataclasses.replace(curriculum_stages(frame_px=128, snap_spans=True, grounding=deciding)[3], freeze_tower=True)
+    return [
+        *curriculum_stages(),
+        stills,
+        *(grounding(1200, seed, first) for seed in (60, 61, 62, 63)),
+        grounding(1200, 64, deciding),
+        grounding(3600, 65, deciding),
+        *(dataclasses.replace(mix, steps=steps, seed=seed) for steps, seed in ((500, 66), (800, 67))),
+    ]
+
+
 def train_builtin(
     out: Path,
     *,
     device: str = "cpu",
     progress: Callable[[int, int, float], None] | None = None,
     stages: list[TrainConfig] | None = None,
-    workers: int = 0,
-    batch_videos: int = 1,
+    workers: int | None = None,
+    batch_videos: int | None = None,
 ) -> list[float]:
     """Reproduce the built-in checkpoint into ``out`` (stage folders beside it), or run
-    ``stages`` (e.g. ``builtin_stages(frame_px=128, ...)``) the same way. ``workers`` and
-    ``batch_videos`` set every stage's (they change the speed, not the run).
+    ``stages`` (e.g. ``curriculum_stages(frame_px=128, ...)``) the same way. ``workers`` and
+    ``batch_videos``, when given, set every stage's (they change the speed and the float
+    rounding, not the samples or the schedule).
 
     Run again after an interruption, it resumes: the leading stages whose folders already hold
     the finished checkpoint of the same configuration are kept, not retrained.
@@ -690,7 +738,8 @@ def train_builtin(
     losses: list[float] = []
     init: Path | None = None
     trained = False
-    stages = [dataclasses.replace(cfg, workers=workers, batch_videos=batch_videos) for cfg in stages or builtin_stages()]
+    speed = {k: v for k, v in (("workers", workers), ("batch_videos", batch_videos)) if v is not None}
+    stages = [dataclasses.replace(cfg, **speed) for cfg in stages or builtin_stages()]
     for number, cfg in enumerate(stages, 1):
         target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
         done = finished_losses(target, cfg) if not trained else None  # a stage on a new start is new

@@ -466,10 +466,11 @@ def test_a_rerun_schedule_keeps_finished_stages_and_retrains_changed_ones(tmp_pa
     from recipe.train import train_builtin
 
     out = tmp_path / "model"
-    stages = [small(2), small(2, seed=1)]
+    stages = [small(2), small(2, seed=1, batch_videos=2)]
     steps: list[int] = []
     first = train_builtin(out, stages=stages, progress=lambda step, total, loss: steps.append(step))
     assert steps == [1, 2, 1, 2] and len(first) == 4
+    assert json.loads((out / "training.json").read_text())["config"]["batch_videos"] == 2  # the stage's own, unless told
     stage1 = out.with_name("model.stage1") / "model.safetensors"
     made = stage1.stat().st_mtime_ns
     (out / "training.json").unlink()  # the last stage was cut short
@@ -482,20 +483,37 @@ def test_a_rerun_schedule_keeps_finished_stages_and_retrains_changed_ones(tmp_pa
     assert steps == [1, 2, 1, 2]  # a changed stage 1 is retrained, and so is what follows it
 
 
-def test_builtin_schedule_defaults_are_the_shipped_ones_and_keywords_reach_the_video_stages():
-    from recipe.train import builtin_stages
+def test_curriculum_defaults_start_the_builtin_schedule_and_keywords_reach_the_video_stages():
+    from recipe.train import builtin_stages, curriculum_stages
     from recipe.warmup import WarmupConfig
 
-    shipped = builtin_stages()
-    assert [c.steps for c in shipped] == [150, 200, 700, 500]
-    assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in shipped)
+    start = curriculum_stages()
+    assert [c.steps for c in start] == [150, 200, 700, 500]
+    assert all(c.sample.frame_px == 64 and c.tower_warmup is None and not c.sample.snap_spans for c in start)
     assert all(g.saliency_weight == g.clock_weight == g.pointer_weight == g.attend_weight == 0
-               and not g.attend_first_digits and not g.attend_deciding_digits for g in (c.grounding for c in shipped))
+               and not g.attend_first_digits and not g.attend_deciding_digits for g in (c.grounding for c in start))
+    assert builtin_stages()[:4] == start
     motion = WarmupConfig(stills=64, frame_px=128, moving=0.7)
     losses = GroundingLosses(saliency_weight=0.5, clock_weight=1.0, pointer_weight=2.0, attend_weight=3.0,
                              attend_first_digits=True)
-    tried = builtin_stages(frame_px=128, motion_warmup=motion, grounding=losses)
+    tried = curriculum_stages(frame_px=128, motion_warmup=motion, grounding=losses)
     assert [c.tower_warmup for c in tried] == [None, None, motion, None]
     weights = [(g.saliency_weight, g.clock_weight, g.pointer_weight, g.attend_weight, g.attend_first_digits)
                for g in (c.grounding for c in tried)]
     assert weights == [(0, 0, 0, 0, False)] * 2 + [(0.5, 1.0, 2.0, 3.0, True)] * 2
+
+
+def test_builtin_schedule_moves_to_128_px_with_a_frozen_warm_tower_then_grounds_then_mixes():
+    from recipe.train import builtin_stages
+
+    later = builtin_stages()[4:]
+    assert [c.steps for c in later] == [150, 1200, 1200, 1200, 1200, 1200, 3600, 500, 800]
+    assert len({c.seed for c in builtin_stages()}) == 13 - 1  # the stills stages share seed 1 (other frames)
+    assert all(c.sample.frame_px == 128 and c.freeze_tower for c in later)
+    warm = later[0].tower_warmup
+    assert warm is not None and warm.frame_px == 128 and warm.background and warm.moving > 0
+    assert later[0].sample.stills and all(c.tower_warmup is None and c.sample.snap_spans for c in later[1:])
+    digits = [(c.grounding.attend_first_digits, c.grounding.attend_deciding_digits) for c in later[1:]]
+    assert digits == [(True, False)] * 4 + [(False, True)] * 4
+    assert [set(c.sample.kinds) == {"grounding"} for c in later[1:]] == [True] * 6 + [False] * 2
+    assert all({"qa", "caption"} <= set(c.sample.kinds) for c in later[-2:])
