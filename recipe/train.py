@@ -692,7 +692,8 @@ def builtin_stages() -> list[TrainConfig]:
 
     The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 and 13), each a
     restart of the cosine schedule; the speed-only fields are as they ran (stage 5 put 16 stills
-    in a pass), so a rerun follows the same float rounding on the same kind of machine.
+    in a pass). A rerun draws the same samples under the same schedule and batching; its float
+    rounding drifts from the recorded run's after the first steps (bench/RESULTS.md, session 14).
     """
     world = SampleSpec().world
     common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05, "freeze_tower": True}

@@ -508,7 +508,7 @@ def test_builtin_schedule_moves_to_128_px_with_a_frozen_warm_tower_then_grounds_
 
     later = builtin_stages()[4:]
     assert [c.steps for c in later] == [150, 1200, 1200, 1200, 1200, 1200, 3600, 500, 800]
-    assert len({c.seed for c in builtin_stages()}) == 13 - 1  # the stills stages share seed 1 (other frames)
+    assert len({c.seed for c in builtin_stages()}) == 13 - 1  # one seed a stage, but both stills stages (64 and 128 px) use seed 1
     assert all(c.sample.frame_px == 128 and c.freeze_tower for c in later)
     warm = later[0].tower_warmup
     assert warm is not None and warm.frame_px == 128 and warm.background and warm.moving > 0
