@@ -689,8 +689,9 @@ def builtin_stages() -> list[TrainConfig]:
        "1x.x" open): 1,200 steps, then a cycle of 3,600.
     12-13. stage 4's full task mix at 128 px with those losses, which brings QA and dense
        captions back: 500 and 800 steps.
+    14. the same with QA weighted up (4 of a video's 8 questions, no ordering): 1,800 steps.
 
-    The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 and 13), each a
+    The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 to 14), each a
     restart of the cosine schedule; the speed-only fields are as they ran (stage 5 put 16 stills
     in a pass). A rerun draws the same samples under the same schedule and batching; its float
     rounding drifts from the recorded run's after the first steps (bench/RESULTS.md, session 14).
@@ -709,6 +710,7 @@ def builtin_stages() -> list[TrainConfig]:
                            sample=only, **common)
 
     mix = dataclasses.replace(curriculum_stages(frame_px=128, snap_spans=True, grounding=deciding)[3], freeze_tower=True)
+    qa_up = dataclasses.replace(mix.sample, kinds=("grounding", "grounding", "qa", "qa", "qa", "qa", "caption", "count"))
     return [
         *curriculum_stages(),
         stills,
@@ -716,6 +718,7 @@ def builtin_stages() -> list[TrainConfig]:
         grounding(1200, 64, deciding),
         grounding(3600, 65, deciding),
         *(dataclasses.replace(mix, steps=steps, seed=seed) for steps, seed in ((500, 66), (800, 67))),
+        dataclasses.replace(mix, steps=1800, seed=69, sample=qa_up),
     ]
 
 
