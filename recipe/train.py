@@ -696,29 +696,26 @@ def builtin_stages() -> list[TrainConfig]:
     in a pass). A rerun draws the same samples under the same schedule and batching; its float
     rounding drifts from the recorded run's after the first steps (bench/RESULTS.md, session 14).
     """
-    world = SampleSpec().world
-    common = {"log_every": 10, "save_every": 50, "visual_norm_weight": 0.05, "freeze_tower": True}
     warmup = WarmupConfig(stills=320_000, batch=64, frame_px=128, lr=1e-3, seed=11, moving=0.7, background=True)
-    stills = TrainConfig(steps=150, accumulation=16, lr=1.5e-3, warmup_steps=10, seed=1, tower_warmup=warmup,
-                         batch_videos=16, sample=SampleSpec(frame_px=128, stills=True, world=world), **common)
     first = GroundingLosses(saliency_weight=1.0, clock_weight=1.0, attend_weight=3.0, attend_first_digits=True)
     deciding = dataclasses.replace(first, attend_first_digits=False, attend_deciding_digits=True)
-    only = SampleSpec(frame_px=128, questions=8, kinds=("grounding",), world=world, snap_spans=True)
+    at_128 = curriculum_stages(frame_px=128, snap_spans=True, grounding=deciding)
+    stills = dataclasses.replace(at_128[1], steps=150, tower_warmup=warmup, batch_videos=16, freeze_tower=True)
+    mix = dataclasses.replace(at_128[3], freeze_tower=True)
 
-    def grounding(steps: int, seed: int, losses: GroundingLosses) -> TrainConfig:
-        return TrainConfig(steps=steps, accumulation=4, lr=1e-3, warmup_steps=20, seed=seed, grounding=losses,
-                           sample=only, **common)
+    def video(steps: int, seed: int, *kinds: TaskKind, losses: GroundingLosses = deciding) -> TrainConfig:
+        sample = dataclasses.replace(mix.sample, kinds=kinds or mix.sample.kinds)
+        return dataclasses.replace(mix, steps=steps, seed=seed, grounding=losses, sample=sample)
 
-    mix = dataclasses.replace(curriculum_stages(frame_px=128, snap_spans=True, grounding=deciding)[3], freeze_tower=True)
-    qa_up = dataclasses.replace(mix.sample, kinds=("grounding", "grounding", "qa", "qa", "qa", "qa", "caption", "count"))
     return [
         *curriculum_stages(),
         stills,
-        *(grounding(1200, seed, first) for seed in (60, 61, 62, 63)),
-        grounding(1200, 64, deciding),
-        grounding(3600, 65, deciding),
-        *(dataclasses.replace(mix, steps=steps, seed=seed) for steps, seed in ((500, 66), (800, 67))),
-        dataclasses.replace(mix, steps=1800, seed=69, sample=qa_up),
+        *(video(1200, seed, "grounding", losses=first) for seed in (60, 61, 62, 63)),
+        video(1200, 64, "grounding"),
+        video(3600, 65, "grounding"),
+        video(500, 66),
+        video(800, 67),
+        video(1800, 69, "grounding", "grounding", "qa", "qa", "qa", "qa", "caption", "count"),
     ]
 
 
