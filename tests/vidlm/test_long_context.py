@@ -7,6 +7,8 @@ check is marked slow.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,8 +68,32 @@ def test_mask_free_chunk_attention_equals_masked(heads, kv_heads, lq, lk):
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     torch.testing.assert_close(prefix_causal_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(causal_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    # The same queries laid out with the token dim innermost (as elementwise rope ops can leave them).
+    q_odd = q.transpose(2, 3).contiguous().transpose(2, 3)
+    torch.testing.assert_close(prefix_causal_attention(q_odd, k, v), expected, atol=1e-5, rtol=1e-5)
     one = causal_attention(q[:, :, -1:], k, v)
     torch.testing.assert_close(one, expected[:, :, -1:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+@torch.no_grad()
+def test_tokens_continuing_a_cache_equal_one_pass(split):
+    """New tokens run as one pass after a cached prompt and ``split`` single-token steps (a
+    follow-up, or scoring candidate answers) give the one-pass logits. Head dim 64, as the
+    built-in model's: the CPU flash kernel went wrong there on continuation-shaped queries."""
+    base = preset("tiny")
+    text = dataclasses.replace(base.text, head_dim=64, rope=dataclasses.replace(base.text.rope, mrope_section=(12, 10, 10)))
+    torch.manual_seed(0)
+    model = Qwen3VL(dataclasses.replace(base, text=text)).eval()
+    ids = torch.randint(0, 256, (1, 300), generator=torch.Generator().manual_seed(3))
+    whole = model(ids, torch.ones_like(ids)).logits
+    prompt = 300 - 6
+    cache = empty_cache(model, 300)
+    _, deltas = prefill(model, {"input_ids": ids[:, :prompt], "attention_mask": torch.ones(1, prompt, dtype=torch.long)}, cache)
+    for i in range(prompt, prompt + split):
+        model(ids[:, i : i + 1], torch.ones(1, i + 1, dtype=torch.long), rope_deltas=deltas, cache=cache)
+    rest = model(ids[:, prompt + split :], torch.ones(1, 300, dtype=torch.long), rope_deltas=deltas, cache=cache)
+    torch.testing.assert_close(rest.logits[0], whole[0, prompt + split :], atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()
