@@ -694,7 +694,7 @@ def builtin_stages() -> list[TrainConfig]:
     15. the same on long videos only (24-60 s, where it found the fewest events), grounding
        and QA 3 questions each: 3,000 steps.
 
-    The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 to 14), each a
+    The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 to 15), each a
     restart of the cosine schedule; the speed-only fields are as they ran (stage 5 put 16 stills
     in a pass). A rerun draws the same samples under the same schedule and batching; its float
     rounding drifts from the recorded run's after the first steps (bench/RESULTS.md, session 14).
