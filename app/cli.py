@@ -98,7 +98,7 @@ def train(
 ) -> None:
     """Fine-tune for temporal grounding on the synthetic world (SFT, loss on answers only)."""
     from recipe.data import SampleSpec
-    from recipe.train import TrainConfig, train_builtin
+    from recipe.train import TrainConfig, train_builtin, with_speed
     from recipe.train import train as run_training
 
     if recipe not in (None, "builtin"):
@@ -119,8 +119,8 @@ def train(
         if recipe == "builtin":
             train_builtin(out_dir, device=device, progress=progress, workers=workers, batch_videos=batch_videos)
         else:
-            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, workers=workers or 0,
-                              batch_videos=batch_videos or 1, freeze_tower=freeze_tower, sample=spec)
+            cfg = TrainConfig(steps=steps, accumulation=accumulation, lr=lr, seed=seed, freeze_tower=freeze_tower, sample=spec)
+            cfg = with_speed(cfg, workers=workers, batch_videos=batch_videos)
             run_training(out_dir, init=init, cfg=cfg, device=device, progress=progress)
     typer.echo(str(out_dir))
 

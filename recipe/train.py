@@ -712,7 +712,7 @@ def builtin_stages() -> list[TrainConfig]:
         sample = dataclasses.replace(mix.sample, kinds=kinds or mix.sample.kinds, world=world or mix.sample.world)
         return dataclasses.replace(mix, steps=steps, seed=seed, grounding=losses, sample=sample)
 
-    long = dataclasses.replace(mix.sample.world, min_seconds=24.0, max_seconds=60.0)
+    long = dataclasses.replace(mix.sample.world, min_seconds=24.0)  # up to the world's own 60 s
 
     return [
         *curriculum_stages(),
@@ -747,8 +747,7 @@ def train_builtin(
     losses: list[float] = []
     init: Path | None = None
     trained = False
-    speed = {k: v for k, v in (("workers", workers), ("batch_videos", batch_videos)) if v is not None}
-    stages = [dataclasses.replace(cfg, **speed) for cfg in stages or builtin_stages()]
+    stages = [with_speed(cfg, workers=workers, batch_videos=batch_videos) for cfg in stages or builtin_stages()]
     for number, cfg in enumerate(stages, 1):
         target = out if number == len(stages) else out.with_name(f"{out.name}.stage{number}")
         done = finished_losses(target, cfg) if not trained else None  # a stage on a new start is new
@@ -763,6 +762,12 @@ def train_builtin(
 
 
 SPEED_ONLY = ("workers", "batch_videos")  # TrainConfig fields that change the speed of a run, not its result
+
+
+def with_speed(cfg: TrainConfig, *, workers: int | None = None, batch_videos: int | None = None) -> TrainConfig:
+    """``cfg`` with the speed-only fields that are given (not None) replaced; the rest its own."""
+    given = {"workers": workers, "batch_videos": batch_videos}
+    return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
 
 
 def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:

@@ -62,7 +62,10 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, k)
         out = torch.bmm(self.weight.view(blocks, n // blocks, k), flat.t().expand(blocks, k, rows))
-        out = out.permute(2, 0, 1).reshape(*x.shape[:-1], n)
+        # [blocks, n/blocks, rows] -> [rows, n], laid out row by row as F.linear's output: the
+        # permuted view would leave the token dim innermost, which kernels downstream misread
+        # (the CPU flash kernel did; bench/RESULTS.md, session 15). A copy of a few rows.
+        out = out.permute(2, 0, 1).contiguous().view(*x.shape[:-1], n)
         return out if self.bias is None else out + self.bias
 
 

@@ -78,7 +78,7 @@ def mrope_cos_sin(
     """cos/sin [B, L, Dh] for 3-axis position ids [3, B, L] (t, h, w)."""
     axis = mrope_axis_of_frequency(inv_freq.numel(), mrope_section).to(position_ids.device)
     # Pick, per frequency, the position of the axis that drives it: [B, L, Dh/2].
-    positions = position_ids.permute(1, 2, 0).to(torch.float32).contiguous()[..., axis]
+    positions = position_ids.permute(1, 2, 0).to(torch.float32)[..., axis]
     angles = positions * inv_freq.to(device=position_ids.device, dtype=torch.float32)
     emb = torch.cat((angles, angles), dim=-1)
     cos = emb.cos() * attention_scaling

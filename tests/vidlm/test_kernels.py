@@ -21,6 +21,7 @@ def test_linear_row_blocks_match_f_linear(rows, out_features, bias):
     with torch.no_grad():
         out = layer(x)
     assert out.shape == (rows, 1, out_features)
+    assert out.is_contiguous()  # laid out as F.linear's, the token dim outermost
     torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
 
 
