@@ -507,18 +507,21 @@ def test_builtin_schedule_moves_to_128_px_with_a_frozen_warm_tower_then_grounds_
     from recipe.train import builtin_stages
 
     later = builtin_stages()[4:]
-    assert [c.steps for c in later] == [150, 1200, 1200, 1200, 1200, 1200, 3600, 500, 800, 1800, 3000]
-    assert len({c.seed for c in builtin_stages()}) == 15 - 1  # one seed a stage, but both stills stages (64 and 128 px) use seed 1
+    assert [c.steps for c in later] == [150, 1200, 1200, 1200, 1200, 1200, 3600, 500, 800, 1800, 3000, 1200]
+    assert len({c.seed for c in builtin_stages()}) == 16 - 1  # one seed a stage, but both stills stages (64 and 128 px) use seed 1
     assert all(c.sample.frame_px == 128 and c.freeze_tower for c in later)
     warm = later[0].tower_warmup
     assert warm is not None and warm.frame_px == 128 and warm.background and warm.moving > 0
     assert later[0].sample.stills and all(c.tower_warmup is None and c.sample.snap_spans for c in later[1:])
     digits = [(c.grounding.attend_first_digits, c.grounding.attend_deciding_digits) for c in later[1:]]
-    assert digits == [(True, False)] * 4 + [(False, True)] * 6
-    assert [set(c.sample.kinds) == {"grounding"} for c in later[1:]] == [True] * 6 + [False] * 4
-    assert all({"qa", "caption"} <= set(c.sample.kinds) for c in later[-4:])
-    assert [c.sample.kinds.count("qa") for c in later[-4:]] == [2, 2, 4, 3]  # QA weighted up last
-    # The last stage: long videos only, the evaluation world's other settings.
-    evaluation_world, last_world = later[-2].sample.world, later[-1].sample.world
-    assert (last_world.min_seconds, last_world.max_seconds) == (24.0, evaluation_world.max_seconds)
-    assert dataclasses.replace(last_world, min_seconds=evaluation_world.min_seconds) == evaluation_world
+    assert digits == [(True, False)] * 4 + [(False, True)] * 7
+    assert [set(c.sample.kinds) == {"grounding"} for c in later[1:]] == [True] * 6 + [False] * 5
+    assert all({"qa", "caption"} <= set(c.sample.kinds) for c in later[-5:])
+    assert [c.sample.kinds.count("qa") for c in later[-5:]] == [2, 2, 4, 3, 3]  # QA weighted up last
+    # Stage 15: long videos only, the evaluation world's other settings; stage 16: the same
+    # mix back on the whole evaluation world, at a lower learning rate.
+    evaluation_world, long_world, last = later[-3].sample.world, later[-2].sample.world, later[-1]
+    assert (long_world.min_seconds, long_world.max_seconds) == (24.0, evaluation_world.max_seconds)
+    assert dataclasses.replace(long_world, min_seconds=evaluation_world.min_seconds) == evaluation_world
+    assert last.sample == dataclasses.replace(later[-2].sample, world=evaluation_world)
+    assert last.lr < later[-2].lr
