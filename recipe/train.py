@@ -693,7 +693,7 @@ def builtin_stages() -> list[TrainConfig]:
     14. the same with QA weighted up (4 of a video's 8 questions, no ordering): 1,800 steps.
     15. the same on long videos only (24-60 s, where it found the fewest events), grounding
        and QA 3 questions each: 3,000 steps.
-    16. that mix on the whole evaluation world (8-60 s) again, at a third of the learning rate:
+    16. that mix on the whole evaluation world (8-60 s) again, at lr 3e-4 instead of 1e-3:
        1,200 steps.
 
     The cycles are the runs as they were made (bench/RESULTS.md, sessions 12 to 16), each a
