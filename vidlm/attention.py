@@ -227,7 +227,8 @@ def prefix_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     b, heads, lq, dh = q.shape
     kv_heads, past = k.shape[1], k.shape[2] - lq
     # The CPU flash kernel reads q wrongly when its last dim is not the innermost one (it does
-    # not check); a copy of a chunk's queries costs little beside the attention.
+    # not check). No extra work for the usual q, a transposed [B, L, H, Dh] view: the reshape
+    # to q_rows below would make this copy anyway, and now views it.
     q = q.contiguous()
     group = heads // kv_heads
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
