@@ -34,6 +34,7 @@ from recipe.data import (
     make_sample,
     worker_options,
 )
+from recipe.grow import Growth, grow
 from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
 from recipe.warmup import WarmupConfig, warm_up_tower
@@ -96,6 +97,7 @@ class TrainConfig:
     sample: SampleSpec = field(default_factory=SampleSpec)
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
     grounding: GroundingLosses = field(default_factory=GroundingLosses)
+    grow: Growth | None = None  # grow the starting model first, keeping what it computes (recipe.grow)
 
     def __post_init__(self) -> None:
         if self.batch_videos < 1:
@@ -536,17 +538,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def prepare(out: Path, init: Path | None, cfg: TrainConfig) -> tuple[Qwen3VL, Path]:
-    """The starting model and the folder holding its tokenizer files."""
+    """The starting model (grown by ``cfg.grow``) and the folder holding its tokenizer files."""
     if init is not None:
-        return build_model(init), init
-    tok_dir = out.with_name(out.name + ".tokenizer")
-    corpus = corpus_texts(range(10_000, 10_000 + cfg.tokenizer_scenes), cfg.sample)
-    save_tokenizer(train_tokenizer(corpus), tok_dir)
-    with torch.device("meta"):
-        model = Qwen3VL(tiny_config(Tokenizer.from_dir(tok_dir), hidden=cfg.model_hidden, layers=cfg.model_layers))
-    model = model.to_empty(device="cpu")
-    init_weights(model, cfg.seed)
-    model.tie_weights()
+        model, tok_dir = build_model(init), init
+    else:
+        tok_dir = out.with_name(out.name + ".tokenizer")
+        corpus = corpus_texts(range(10_000, 10_000 + cfg.tokenizer_scenes), cfg.sample)
+        save_tokenizer(train_tokenizer(corpus), tok_dir)
+        with torch.device("meta"):
+            model = Qwen3VL(tiny_config(Tokenizer.from_dir(tok_dir), hidden=cfg.model_hidden, layers=cfg.model_layers))
+        model = model.to_empty(device="cpu")
+        init_weights(model, cfg.seed)
+        model.tie_weights()
+    if cfg.grow is not None:
+        model = grow(model, cfg.grow)
+        log.info("grown to %d layers, %d key/value heads", model.config.text.num_hidden_layers,
+                 model.config.text.num_key_value_heads)
     return model, tok_dir
 
 
@@ -775,6 +782,23 @@ def with_speed(cfg: TrainConfig, *, workers: int | None = None, batch_videos: in
     return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
 
 
+def _as_json(cfg: TrainConfig) -> dict[str, object]:
+    return cast(dict[str, object], json.loads(json.dumps(asdict(cfg), default=str)))
+
+
+def _with_defaults(got: object, want: object, default: object) -> object:
+    """``got`` (a recorded config) with the fields it lacks filled in: a field newer than the run,
+    which ran as the field's default does. Nested configs are filled field by field; ``want``
+    (the config asked for) supplies the nesting, ``default`` the values."""
+    if not isinstance(got, dict) or not isinstance(want, dict):
+        return got
+    fill = default if isinstance(default, dict) else {}
+    return {
+        **{k: fill[k] for k in want if k not in got and k in fill},
+        **{k: _with_defaults(v, want.get(k), fill.get(k)) for k, v in got.items()},
+    }
+
+
 def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:
     """The step losses of ``out`` if it holds the last checkpoint of a run of ``cfg`` (up to
     its speed-only fields), else None."""
@@ -784,7 +808,8 @@ def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:
         return None
     if not (out / "model.safetensors").is_file():
         return None
-    want = json.loads(json.dumps(asdict(cfg), default=str))
+    want = _as_json(cfg)
     got = record.get("config", {}) if isinstance(record, dict) else {}
+    got = _with_defaults(got, want, _as_json(TrainConfig()))
     same = {k: v for k, v in got.items() if k not in SPEED_ONLY} == {k: v for k, v in want.items() if k not in SPEED_ONLY}
     return list(record["losses"]) if same and record.get("step") == cfg.steps else None

@@ -1,0 +1,84 @@
+"""Growing a checkpoint (recipe.grow): the same logits before and after, then it trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recipe.data import SampleSpec, make_sample
+from recipe.grow import Growth, grow
+from recipe.train import TrainConfig, finished_losses, train
+from recipe.world import WorldParams
+
+SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
+
+
+def small(steps: int, **kw) -> TrainConfig:
+    return TrainConfig(steps=steps, accumulation=2, lr=3e-3, warmup_steps=1, log_every=1000, save_every=1000,
+                       model_hidden=64, model_layers=4, tokenizer_scenes=40, sample=SPEC, **kw)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("grow") / "base"
+    train(out, cfg=small(2))  # 4 layers, 4 query / 2 key-value heads, DeepStack into layers 0-2
+    return out
+
+
+def logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_a_grown_model_gives_the_logits_it_grew_from(base):
+    import vidlm
+
+    lm = vidlm.load(base)
+    batch = lm.processor(make_sample(7, SPEC).messages())
+    grown = grow(lm.model, Growth(kv_heads=4, new_layers_before=(4, 3)))
+    text = grown.config.text
+    assert (text.num_hidden_layers, text.num_key_value_heads) == (6, 4)
+    assert grown.model.language_model.layers[3].self_attn.o_proj.weight.abs().max() == 0  # the new layer adds nothing yet
+    before, after = logits(lm.model, batch), logits(grown, batch)
+    assert before.abs().max() > 0.5 and (before - after).abs().max() <= 1e-6
+    assert lm.model.config.text.num_hidden_layers == 4  # the model it grew from is untouched
+
+
+def test_a_stage_that_grows_trains_its_new_layers_and_saves_them_for_transformers(base, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import vidlm
+
+    out = tmp_path / "grown"
+    cfg = small(2, seed=3, grow=Growth(kv_heads=4, new_layers_before=(3,)))
+    losses = train(out, init=base, cfg=cfg)
+    config = json.loads((out / "config.json").read_text())["text_config"]
+    assert (config["num_hidden_layers"], config["num_key_value_heads"]) == (5, 4)
+    state = load_file(str(out / "model.safetensors"))
+    assert state["model.language_model.layers.3.self_attn.o_proj.weight"].abs().max() > 0  # zero at first; trained
+    assert state["model.language_model.layers.3.mlp.down_proj.weight"].abs().max() > 0
+    assert finished_losses(out, cfg) == losses
+
+    lm = vidlm.load(out)
+    batch = lm.processor(make_sample(8, SPEC).messages())
+    ref = transformers.AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
+    assert (logits(lm.model, batch) - logits(ref, batch)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("growth", "message"),
+    [
+        (Growth(kv_heads=3), "multiple of the model's 2 key/value heads"),
+        (Growth(kv_heads=8), "divides its 4 query heads"),
+        (Growth(new_layers_before=(2,)), "DeepStack"),
+        (Growth(new_layers_before=(5,)), "3..4"),
+    ],
+)
+def test_a_growth_the_model_cannot_take_is_refused(base, growth, message):
+    import vidlm
+
+    with pytest.raises(ValueError, match=message):
+        grow(vidlm.load(base).model, growth)
