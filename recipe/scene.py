@@ -89,6 +89,9 @@ class WorldParams:
         event_gap_seconds: mean pause between object actions (smaller = busier).
         action_scale: stretches every object action and background fade (2 = twice as slow);
             long actions suit coarse frame sampling (a 1 s frame pair cannot time a 1 s event).
+        text_gap_seconds / background_gap_seconds: mean pause (beyond a floor of 1 s / 3 s)
+            between on-screen texts / background changes; smaller gives a video several events
+            of one kind, which only the asked text or colour tells apart.
     """
 
     size_px: int = 128
@@ -101,6 +104,8 @@ class WorldParams:
     max_present: int = 4
     event_gap_seconds: float = 1.5
     action_scale: float = 1.0
+    text_gap_seconds: float = 8.0
+    background_gap_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         if self.size_px < 32 or self.size_px % 2:
@@ -125,6 +130,9 @@ class WorldParams:
             raise ValueError(f"event_gap_seconds={self.event_gap_seconds}: expected > 0")
         if not 0.25 <= self.action_scale <= 10.0:
             raise ValueError(f"action_scale={self.action_scale}: expected in [0.25, 10]")
+        for name in ("text_gap_seconds", "background_gap_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected > 0")
 
     def fps_choices(self) -> tuple[int, ...]:
         return tuple(f for f in FPS_CHOICES if self.min_fps <= f <= self.max_fps)

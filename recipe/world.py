@@ -375,7 +375,7 @@ def _make_texts(s: _Script) -> tuple[TextSpan, ...]:
                 value=text,
             )
         )
-        t += d + max(10, int(round(s.rng.exponential(8.0) * 10)))
+        t += d + max(10, int(round(s.rng.exponential(s.params.text_gap_seconds) * 10)))
     return tuple(spans)
 
 
@@ -396,7 +396,7 @@ def _make_background(s: _Script) -> BackgroundTrack:
             )
         )
         colour = new
-        t += d + max(30, int(round(s.rng.exponential(15.0) * 10)))
+        t += d + max(30, int(round(s.rng.exponential(s.params.background_gap_seconds) * 10)))
     return BackgroundTrack(tuple(keys), tuple(colours))
 
 

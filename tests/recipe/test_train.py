@@ -483,6 +483,21 @@ def test_a_rerun_schedule_keeps_finished_stages_and_retrains_changed_ones(tmp_pa
     assert steps == [1, 2, 1, 2]  # a changed stage 1 is retrained, and so is what follows it
 
 
+def test_a_run_recorded_before_a_config_field_existed_counts_as_its_default(tmp_path):
+    from recipe.grow import Growth
+    from recipe.train import finished_losses
+
+    losses = train(tmp_path / "old", cfg=small(1))
+    record = json.loads((tmp_path / "old" / "training.json").read_text())
+    del record["config"]["grow"]  # as a run written before these fields were added
+    del record["config"]["sample"]["world"]["text_gap_seconds"]
+    (tmp_path / "old" / "training.json").write_text(json.dumps(record))
+    assert finished_losses(tmp_path / "old", small(1)) == losses
+    assert finished_losses(tmp_path / "old", small(1, grow=Growth(kv_heads=4))) is None
+    busy = dataclasses.replace(SPEC, world=dataclasses.replace(SPEC.world, text_gap_seconds=1.0))
+    assert finished_losses(tmp_path / "old", small(1, sample=busy)) is None
+
+
 def test_curriculum_defaults_start_the_builtin_schedule_and_keywords_reach_the_video_stages():
     from recipe.train import builtin_stages, curriculum_stages
     from recipe.warmup import WarmupConfig

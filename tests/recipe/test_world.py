@@ -92,6 +92,28 @@ def test_action_scale_stretches_actions_and_fades() -> None:
         WorldParams(action_scale=0)
 
 
+def test_shorter_text_and_background_gaps_give_several_events_of_one_kind() -> None:
+    busy = WorldParams(min_seconds=30.0, max_seconds=40.0, text_gap_seconds=1.0, background_gap_seconds=1.0)
+    plain = dataclasses.replace(busy, text_gap_seconds=8.0, background_gap_seconds=15.0)
+    assert plain == WorldParams(min_seconds=30.0, max_seconds=40.0)  # the old world is the default
+
+    def count(scene: Scene, kind: str) -> int:
+        return sum(e.kind == kind for e in scene.events)
+
+    pairs = [(make_scene(seed, plain), make_scene(seed, busy)) for seed in range(12)]
+    for kind in ("text", "background"):
+        assert sum(count(b, kind) for _, b in pairs) > 1.4 * sum(count(p, kind) for p, _ in pairs)
+        assert all(count(b, kind) >= 2 for _, b in pairs)
+    for p, b in pairs:  # the objects' events are drawn first and do not change
+        assert [e for e in p.events if e.kind not in ("text", "background")] == [
+            e for e in b.events if e.kind not in ("text", "background")
+        ]
+        texts = sorted((e.start_tenths, e.end_tenths) for e in b.events if e.kind == "text")
+        assert all(later[0] - earlier[1] >= 10 for earlier, later in zip(texts, texts[1:], strict=False))  # 1 s apart at least
+    with pytest.raises(ValueError, match="background_gap_seconds=0"):
+        WorldParams(background_gap_seconds=0)
+
+
 def test_variable_frame_rate_scenes_really_vary() -> None:
     vfr = make_scene(1, dataclasses.replace(SHORT, vfr_probability=1.0))
     cfr = make_scene(1, dataclasses.replace(SHORT, vfr_probability=0.0))
