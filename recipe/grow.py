@@ -7,9 +7,10 @@ A model that has levelled off can be given more capacity and trained on from whe
   query head group gets its own keys and values (their projections are copies at first and
   then train apart);
 - ``new_layers_before``: a new decoder layer goes before each listed layer index (the layer
-  count for one at the end; none before the layers that DeepStack adds to). It copies the layer it precedes (the last layer for one at the
-  end) with its attention output and MLP down projections zeroed, so that at first it adds
-  nothing to the residual stream; its zeroed projections get gradients at the first step.
+  count for one at the end; none before the layers that DeepStack adds to). It copies the
+  layer it precedes (the last layer for one at the end) with its attention output and MLP down
+  projections zeroed, so that at first it adds nothing to the residual stream; its zeroed
+  projections get gradients at the first step.
 
 The grown model gives the same logits as the one it came from (tested), and saves in the
 released format with the new ``num_hidden_layers`` / ``num_key_value_heads``.
@@ -25,7 +26,8 @@ import torch
 from vidlm.model import Qwen3VL
 
 _LAYERS = "model.language_model.layers."
-_ZEROED = ("self_attn.o_proj.weight", "mlp.down_proj.weight")  # a new layer's outputs into the residual stream
+# a new layer's outputs into the residual stream (the bias where ``attention_bias`` gives one)
+_ZEROED = ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Growth:
 
 
 def grow(model: Qwen3VL, growth: Growth) -> Qwen3VL:
-    """A grown copy of ``model`` (float32 weights kept as they are, on the model's device).
+    """A grown copy of ``model``, in its dtype and on its device; ``model`` is left as it is.
 
     Raises:
         ValueError: a mixture-of-experts decoder, a ``kv_heads`` that is not a multiple of the
@@ -80,7 +82,8 @@ def grow(model: Qwen3VL, growth: Growth) -> Qwen3VL:
         for _ in range(growth.new_layers_before.count(i)):
             new = {k: v.clone() for k, v in per_layer[min(i, layers - 1)].items()}
             for name in _ZEROED:
-                new[name].zero_()
+                if name in new:
+                    new[name].zero_()
             order.append(new)
         if i < layers:
             order.append(per_layer[i])

@@ -788,8 +788,9 @@ def _as_json(cfg: TrainConfig) -> dict[str, object]:
 
 def _with_defaults(got: object, want: object, default: object) -> object:
     """``got`` (a recorded config) with the fields it lacks filled in: a field newer than the run,
-    which ran as the field's default does. Nested configs are filled field by field; ``want``
-    (the config asked for) supplies the nesting, ``default`` the values."""
+    which ran as the field's default does. Nested configs (``sample.world``, ...) are filled
+    field by field where ``default`` (the default TrainConfig) nests them too; a nested config
+    that is None by default (``tower_warmup``, ``grow``) is compared as recorded."""
     if not isinstance(got, dict) or not isinstance(want, dict):
         return got
     fill = default if isinstance(default, dict) else {}

@@ -68,6 +68,26 @@ def test_a_stage_that_grows_trains_its_new_layers_and_saves_them_for_transformer
     assert (logits(lm.model, batch) - logits(ref, batch)).abs().max() <= 1e-4
 
 
+def test_a_new_layer_adds_nothing_with_attention_biases_too(base):
+    import dataclasses
+
+    import vidlm
+    from vidlm.model import Qwen3VL
+
+    config = vidlm.load(base).model.config
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, attention_bias=True))
+    torch.manual_seed(0)
+    model = Qwen3VL(config).eval()
+    model.tie_weights()  # as the checkpoint says (build_model ties them too)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)  # biases too: a copied o_proj bias would show in the logits
+    ids = torch.randint(0, config.text.vocab_size - 8, (1, 24))
+    grown = grow(model, Growth(kv_heads=4, new_layers_before=(3,)))
+    assert grown.model.language_model.layers[3].self_attn.o_proj.bias.abs().max() == 0
+    assert (logits(model, {"input_ids": ids}) - logits(grown, {"input_ids": ids})).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize(
     ("growth", "message"),
     [
