@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from vidlm.model import Qwen3VL
+from vidlm.weights import model_from_state
 
 _LAYERS = "model.language_model.layers."
 # a new layer's outputs into the residual stream (the bias where ``attention_bias`` gives one)
@@ -54,7 +56,7 @@ def grow(model: Qwen3VL, growth: Growth) -> Qwen3VL:
     text = model.config.text
     if text.is_moe:
         raise ValueError("grow: mixture-of-experts decoders are not supported (dense layers only)")
-    old_kv = int(text.num_key_value_heads or text.num_attention_heads)
+    old_kv, head_dim = cast(int, text.num_key_value_heads), cast(int, text.head_dim)  # TextConfig fills both in
     kv = growth.kv_heads or old_kv
     if kv % old_kv or text.num_attention_heads % kv:
         raise ValueError(
@@ -71,7 +73,6 @@ def grow(model: Qwen3VL, growth: Growth) -> Qwen3VL:
 
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if kv != old_kv:
-        head_dim = int(text.head_dim or text.hidden_size // text.num_attention_heads)
         for key in [k for k in state if k.startswith(_LAYERS) and k.endswith(("k_proj.weight", "v_proj.weight", "k_proj.bias", "v_proj.bias"))]:
             w = state[key]
             state[key] = w.reshape(old_kv, head_dim, *w.shape[1:]).repeat_interleave(kv // old_kv, dim=0).reshape(kv * head_dim, *w.shape[1:])
@@ -93,12 +94,6 @@ def grow(model: Qwen3VL, growth: Growth) -> Qwen3VL:
     config = dataclasses.replace(
         model.config, text=dataclasses.replace(text, num_hidden_layers=len(order), num_key_value_heads=kv)
     )
-    with torch.device("meta"):
-        grown = Qwen3VL(config)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    grown.load_state_dict(state, strict=not config.tie_word_embeddings, assign=True)
-    if config.tie_word_embeddings:
-        grown.tie_weights()
+    grown = model_from_state(config, state, "the grown model")
     grown.set_attn_implementation(model.model.language_model.attn_implementation)
     return grown.train(model.training)

@@ -786,18 +786,14 @@ def _as_json(cfg: TrainConfig) -> dict[str, object]:
     return cast(dict[str, object], json.loads(json.dumps(asdict(cfg), default=str)))
 
 
-def _with_defaults(got: object, want: object, default: object) -> object:
-    """``got`` (a recorded config) with the fields it lacks filled in: a field newer than the run,
-    which ran as the field's default does. Nested configs (``sample.world``, ...) are filled
-    field by field where ``default`` (the default TrainConfig) nests them too; a nested config
-    that is None by default (``tower_warmup``, ``grow``) is compared as recorded."""
-    if not isinstance(got, dict) or not isinstance(want, dict):
+def _with_defaults(got: object, default: object) -> object:
+    """``got`` (a recorded config) with the fields it lacks taken from ``default`` (the default
+    TrainConfig's): a field newer than the run, which ran as the field's default does. Nested
+    configs (``sample.world``, ...) are filled field by field where ``default`` nests them too;
+    a nested config that is None by default (``tower_warmup``, ``grow``) is compared as recorded."""
+    if not isinstance(got, dict) or not isinstance(default, dict):
         return got
-    fill = default if isinstance(default, dict) else {}
-    return {
-        **{k: fill[k] for k in want if k not in got and k in fill},
-        **{k: _with_defaults(v, want.get(k), fill.get(k)) for k, v in got.items()},
-    }
+    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in got.items()}}
 
 
 def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:
@@ -811,6 +807,6 @@ def finished_losses(out: Path, cfg: TrainConfig) -> list[float] | None:
         return None
     want = _as_json(cfg)
     got = record.get("config", {}) if isinstance(record, dict) else {}
-    got = _with_defaults(got, want, _as_json(TrainConfig()))
+    got = _with_defaults(got, _as_json(TrainConfig()))
     same = {k: v for k, v in got.items() if k not in SPEED_ONLY} == {k: v for k, v in want.items() if k not in SPEED_ONLY}
     return list(record["losses"]) if same and record.get("step") == cfg.steps else None

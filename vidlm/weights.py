@@ -150,23 +150,33 @@ def build_model(
         CheckpointError: bad config, missing/unexpected keys, wrong shapes, missing files.
     """
     config, raw = read_config(folder)
-    with torch.device("meta"):
-        model = Qwen3VL(config)
-    state = load_state_dict(folder, config, raw, dtype)
-    if config.tie_word_embeddings:
-        # The head is the embedding; a stored copy (some exports keep one) is ignored.
-        state.pop("lm_head.weight", None)
-    check_keys(model, state, folder, tied=config.tie_word_embeddings)
-    model.load_state_dict(state, strict=not config.tie_word_embeddings, assign=True)
-    if config.tie_word_embeddings:
-        model.tie_weights()
+    model = model_from_state(config, load_state_dict(folder, config, raw, dtype), folder)
     model = model.to(device).eval()
     log.info("loaded %s (%s, %.1fM parameters)", folder, config.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model
 
 
-def check_keys(model: Qwen3VL, state: dict[str, torch.Tensor], folder: Path, *, tied: bool) -> None:
+def model_from_state(config: Qwen3VLConfig, state: dict[str, torch.Tensor], source: Path | str) -> Qwen3VL:
+    """``Qwen3VL(config)`` holding ``state``'s tensors themselves (strict; ``source`` names the
+    weights in errors). A tied model's head is its embedding: a stored head is ignored.
+
+    Raises:
+        CheckpointError: missing/unexpected keys, wrong shapes.
+    """
+    with torch.device("meta"):
+        model = Qwen3VL(config)
+    tied = config.tie_word_embeddings
+    if tied:
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}  # some exports keep a copy
+    check_keys(model, state, source, tied=tied)
+    model.load_state_dict(state, strict=not tied, assign=True)
+    if tied:
+        model.tie_weights()
+    return model
+
+
+def check_keys(model: Qwen3VL, state: dict[str, torch.Tensor], folder: Path | str, *, tied: bool) -> None:
     """Raise ``CheckpointError`` listing missing, unexpected and wrongly shaped keys."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if tied:
