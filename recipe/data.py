@@ -180,12 +180,26 @@ def _video_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: Sampl
     return Sample(seed, scene, tuple(tasks[i] for i in order), frames, seconds)
 
 
+STILL_TRIES = 40  # moments drawn (4 a scene) before a still gives up
+
+
 def _still_sample(seed: int, scene: Scene, rng: np.random.Generator, spec: SampleSpec) -> Sample:
-    """One moment of ``scene`` as a frame pair, with every QA question about that moment."""
-    tenths = calm_moment(scene, rng)
-    if tenths is None:  # busy from start to end: any moment
-        tenths = int(rng.integers(scene.duration_tenths))
-    tasks = qa_tasks_at(scene, rng, tenths, focuses=spec.focuses)
+    """One moment of ``scene`` as a frame pair, with every QA question about that moment.
+
+    A moment may have nothing to ask in the focuses named (no shape on screen alone for
+    "shape_colour"): another moment is drawn, and after four another scene.
+    """
+    for attempt in range(STILL_TRIES):
+        if attempt and attempt % 4 == 0:
+            scene = make_scene(int(rng.integers(2**62)), spec.world)
+        tenths = calm_moment(scene, rng)
+        if tenths is None:  # busy from start to end: any moment
+            tenths = int(rng.integers(scene.duration_tenths))
+        tasks = qa_tasks_at(scene, rng, tenths, focuses=spec.focuses)
+        if tasks:
+            break
+    else:
+        raise ValueError(f"scene seed {seed}: no moment of {STILL_TRIES} has a question in focuses {spec.focuses}")
     order = rng.permutation(len(tasks))
     seconds = np.full(2, tenths / 10)
     frames = render_frames(scene, seconds, size_px=spec.frame_px)

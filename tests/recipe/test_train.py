@@ -21,6 +21,7 @@ from recipe.data import (
     pair_saliency,
     planned_seconds,
 )
+from recipe.scene import describe_at
 from recipe.tasks import Task
 from recipe.train import GroundingHeads, GroundingLosses, TrainConfig, branch_loss, train
 from recipe.world import WorldParams
@@ -195,6 +196,18 @@ def test_still_samples_ask_every_qa_form_about_one_moment():
     assert [t.question for t in only.tasks] == [t.question for t in sample.tasks if "background" in t.question]
     with pytest.raises(ValueError, match="unknown"):
         make_sample(5, dataclasses.replace(spec, focuses=("smell",)))
+
+
+def test_a_still_with_no_question_in_its_focuses_draws_another_moment():
+    # One object a scene: "what colour is the <shape>" needs it on screen, which many moments
+    # (before it enters, after it leaves) are not; such stills used to have no task at all.
+    world = WorldParams(min_seconds=6.0, max_seconds=20.0, max_objects=1, max_present=1)
+    spec = SampleSpec(frame_px=64, stills=True, focuses=("shape_colour",), world=world)
+    for seed in range(40):
+        sample = make_sample(seed, spec)
+        assert len(sample.tasks) == 1 and "what colour is the" in sample.tasks[0].question.lower()
+        snap = describe_at(sample.scene, float(sample.seconds[0]))
+        assert len(snap.objects) == 1 and sample.tasks[0].answer.lower().startswith(snap.objects[0].split(" ")[0])
 
 
 def test_a_tower_warm_up_must_see_the_stage_s_frames(tmp_path):
