@@ -35,6 +35,7 @@ from recipe.data import (
     worker_options,
 )
 from recipe.grow import Growth, grow
+from recipe.spread import Spread, spread
 from recipe.tasks import TaskKind
 from recipe.tokenizer import save_tokenizer, train_tokenizer
 from recipe.warmup import WarmupConfig, warm_up_tower
@@ -98,6 +99,7 @@ class TrainConfig:
     tower_warmup: WarmupConfig | None = None  # run on the starting model before the first step
     grounding: GroundingLosses = field(default_factory=GroundingLosses)
     grow: Growth | None = None  # grow the starting model first, keeping what it computes (recipe.grow)
+    spread: Spread | None = None  # then untie its head and spread collapsed words apart (recipe.spread)
 
     def __post_init__(self) -> None:
         if self.batch_videos < 1:
@@ -538,7 +540,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def prepare(out: Path, init: Path | None, cfg: TrainConfig) -> tuple[Qwen3VL, Path]:
-    """The starting model (grown by ``cfg.grow``) and the folder holding its tokenizer files."""
+    """The starting model (grown by ``cfg.grow``, then spread by ``cfg.spread``) and the folder
+    holding its tokenizer files."""
     if init is not None:
         model, tok_dir = build_model(init), init
     else:
@@ -554,6 +557,9 @@ def prepare(out: Path, init: Path | None, cfg: TrainConfig) -> tuple[Qwen3VL, Pa
         model = grow(model, cfg.grow)
         log.info("grown to %d layers, %d key/value heads", model.config.text.num_hidden_layers,
                  model.config.text.num_key_value_heads)
+    if cfg.spread is not None:
+        model = spread(model, Tokenizer.from_dir(tok_dir), cfg.spread)
+        log.info("head %s, %d word groups spread", "untied" if cfg.spread.untie else "kept", len(cfg.spread.groups))
     return model, tok_dir
 
 
@@ -790,7 +796,8 @@ def _with_defaults(got: object, default: object) -> object:
     """``got`` (a recorded config) with the fields it lacks taken from ``default`` (the default
     TrainConfig's): a field newer than the run, which ran as the field's default does. Nested
     configs (``sample.world``, ...) are filled field by field where ``default`` nests them too;
-    a nested config that is None by default (``tower_warmup``, ``grow``) is compared as recorded."""
+    a nested config that is None by default (``tower_warmup``, ``grow``, ``spread``) is compared
+    as recorded."""
     if not isinstance(got, dict) or not isinstance(default, dict):
         return got
     return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in got.items()}}
