@@ -12,9 +12,9 @@ model with fresh embeddings learns them (0.73); ``bench/RESULTS.md``, session 18
 
 - ``untie``: the LM head becomes its own copy of the embeddings (the logits do not change), so
   what answers are trained towards no longer moves the words of questions.
-- ``groups``: each group's rows (input embeddings, and the untied head) get Gaussian noise of
-  ``noise`` times the rows' mean norm, the same draw for both tables; the group's common
-  direction stays, what tells its words apart is restored for training to build on.
+- ``groups``: each group's rows get Gaussian noise of ``noise`` times the rows' mean norm, in
+  the input embeddings and then, a draw of its own, in the untied head; the group's common
+  direction stays, and what tells its words apart is back for training to build on.
 
 The result saves in the released format (``tie_word_embeddings`` false with ``lm_head.weight``,
 as the larger Qwen3-VL checkpoints are).
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recipe.scene import BACKGROUND_COLOUR_NAMES, OBJECT_COLOUR_NAMES, SHAPES
 from vidlm.model import Qwen3VL
 from vidlm.tokenizer import Tokenizer
 from vidlm.weights import model_from_state
@@ -47,6 +48,15 @@ class Spread:
     def __post_init__(self) -> None:
         if self.noise < 0:
             raise ValueError(f"Spread.noise={self.noise}: expected >= 0")
+
+
+def world_identity_groups() -> tuple[tuple[str, ...], ...]:
+    """The synthetic world's identity words as the built-in's tokenizer splits them, one token
+    each: colours as an answer starts ("Red"), colours in text (" red", object and background
+    colours both) and shapes in text (" circle"). "dark green" (two tokens) and the shapes'
+    capitalised forms (several tokens each) are left out."""
+    colours = sorted((set(OBJECT_COLOUR_NAMES) | set(BACKGROUND_COLOUR_NAMES)) - {"dark green"})
+    return (tuple(c.capitalize() for c in colours), tuple(f" {c}" for c in colours), tuple(f" {s}" for s in SHAPES))
 
 
 def token_rows(tokenizer: Tokenizer, words: Sequence[str]) -> list[int]:
@@ -92,11 +102,10 @@ def spread(model: Qwen3VL, tokenizer: Tokenizer, how: Spread) -> Qwen3VL:
     gen = torch.Generator().manual_seed(how.seed)
     for words in how.groups:
         rows = token_rows(tokenizer, words)
-        embed = state[_EMBED]
-        scale = how.noise * embed[rows].float().norm(dim=1).mean() / embed.shape[1] ** 0.5
-        noise = (scale * torch.randn((len(rows), embed.shape[1]), generator=gen)).to(embed.dtype)
         for key in (_EMBED, _HEAD) if _HEAD in state else (_EMBED,):
-            state[key][rows] += noise.to(state[key].device)
+            table = state[key]
+            scale = how.noise * table[rows].float().norm(dim=1).mean() / table.shape[1] ** 0.5
+            table[rows] += (scale * torch.randn((len(rows), table.shape[1]), generator=gen)).to(table)
     config = dataclasses.replace(model.config, tie_word_embeddings=tied and not how.untie)
     spread_model = model_from_state(config, state, "the spread model")
     spread_model.set_attn_implementation(model.model.language_model.attn_implementation)

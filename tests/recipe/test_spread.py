@@ -4,13 +4,14 @@ rows and pulls a collapsed group apart, and a stage that spreads saves an untied
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from recipe.data import SampleSpec, make_sample
-from recipe.spread import Spread, spread, token_rows, word_cosine
+from recipe.spread import Spread, spread, token_rows, word_cosine, world_identity_groups
 from recipe.train import TrainConfig, finished_losses, train
 from recipe.world import WorldParams
 
@@ -67,7 +68,8 @@ def test_spreading_pulls_a_collapsed_group_apart_and_moves_nothing_else(base):
     others[rows] = False
     assert torch.equal(new_embed[others], embed[others]) and torch.equal(new_head[others], embed[others])
     assert (new_embed[rows] - embed[rows]).norm(dim=1).min() > 0.3 * embed[rows].norm(dim=1).mean()
-    assert torch.equal(new_head[rows], new_embed[rows])  # one draw for both tables
+    moved = (new_head[rows] - embed[rows]).norm(dim=1)
+    assert moved.min() > 0.3 * embed[rows].norm(dim=1).mean() and not torch.equal(new_head[rows], new_embed[rows])
     again = spread(lm.model, lm.tokenizer, Spread(groups=(COLOURS,), noise=0.7, seed=1))
     assert torch.equal(again.model.language_model.embed_tokens.weight, new_embed)  # a pure function of its seed
 
@@ -101,3 +103,13 @@ def test_a_stage_that_spreads_saves_an_untied_checkpoint_for_transformers(base, 
     batch = lm.processor(make_sample(8, SPEC).messages())
     ref = transformers.AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
     assert (logits(lm.model, batch) - logits(ref, batch)).abs().max() <= 1e-4
+
+
+def test_the_world_s_identity_words_are_one_token_each_in_the_builtin_tokenizer():
+    from vidlm.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(Path(__file__).resolve().parents[2] / "vidlm" / "builtin")
+    groups = world_identity_groups()
+    assert [len(g) for g in groups] == [15, 15, 7] and "Red" in groups[0] and " navy" in groups[1]
+    for words in groups:
+        assert len(set(token_rows(tokenizer, words))) == len(words)
