@@ -7,7 +7,7 @@ cosine of 0.99, its shape words 0.92 and its colour words in text 0.73, against 
 digits, verbs and directions (``word_cosine``). Through the tied weights the collapse reaches the
 question too, so "when does the red circle enter?" and "... the blue circle ..." differ by
 almost nothing. Fine-tuning cannot undo it: 800 steps of one-object stills asking for the
-object's colour leave the built-in saying "Pink." to every one (accuracy 0.07), while the same
+object's colour leave the built-in saying "Pink." to every one (accuracy 0.10), while the same
 model with fresh embeddings learns them (0.73); ``bench/RESULTS.md``, session 18.
 
 - ``untie``: the LM head becomes its own copy of the embeddings (the logits do not change), so
