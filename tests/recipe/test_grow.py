@@ -8,30 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe.data import SampleSpec, make_sample
+from recipe.data import make_sample
 from recipe.grow import Growth, grow
-from recipe.train import TrainConfig, finished_losses, train
-from recipe.world import WorldParams
+from recipe.train import finished_losses, train
+from tests.recipe.conftest import logits, small
 
-SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
-
-
-def small(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, accumulation=2, lr=3e-3, warmup_steps=1, log_every=1000, save_every=1000,
-                       model_hidden=64, model_layers=4, tokenizer_scenes=40, sample=SPEC, **kw)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("grow") / "base"
-    train(out, cfg=small(2))  # 4 layers, 4 query / 2 key-value heads, DeepStack into layers 0-2
-    return out
-
-
-def logits(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
+SPEC = small(0).sample
 
 
 def test_a_grown_model_gives_the_logits_it_grew_from(base):

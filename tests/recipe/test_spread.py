@@ -10,31 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe.data import SampleSpec, make_sample
+from recipe.data import make_sample
 from recipe.spread import Spread, spread, token_rows, word_cosine, world_identity_groups
-from recipe.train import TrainConfig, finished_losses, train
-from recipe.world import WorldParams
+from recipe.train import finished_losses, train
+from tests.recipe.conftest import logits, small
 
-SPEC = SampleSpec(frame_px=64, fps=1.0, world=WorldParams(min_seconds=4.0, max_seconds=8.0))
+SPEC = small(0).sample
 COLOURS = (" red", " green", " blue", " yellow")
-
-
-def small(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, accumulation=2, lr=3e-3, warmup_steps=1, log_every=1000, save_every=1000,
-                       model_hidden=64, model_layers=4, tokenizer_scenes=40, sample=SPEC, **kw)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("spread") / "base"
-    train(out, cfg=small(2))  # tied, as every stage of the built-in before the spread
-    return out
-
-
-def logits(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
 
 
 def test_untying_keeps_the_logits(base):
