@@ -95,14 +95,12 @@ def spread(model: Qwen3VL, tokenizer: Tokenizer, how: Spread) -> Qwen3VL:
     if how.groups and tied and not how.untie:
         raise ValueError("Spread: spreading the words of a tied model moves its answers too; set untie=True")
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if tied:
-        state.pop(_HEAD, None)
-        if how.untie:
-            state[_HEAD] = state[_EMBED].clone()
+    if tied and how.untie:
+        state[_HEAD] = state[_EMBED].clone()  # a model left tied has no groups; model_from_state drops its head
     gen = torch.Generator().manual_seed(how.seed)
     for words in how.groups:
         rows = token_rows(tokenizer, words)
-        for key in (_EMBED, _HEAD) if _HEAD in state else (_EMBED,):
+        for key in (_EMBED, _HEAD):
             table = state[key]
             scale = how.noise * table[rows].float().norm(dim=1).mean() / table.shape[1] ** 0.5
             table[rows] += (scale * torch.randn((len(rows), table.shape[1]), generator=gen)).to(table)
