@@ -23,7 +23,7 @@ import numpy as np
 import index
 import ingest
 from app.pipeline import PipelineOptions, sampling_policy
-from recipe.tasks import grounding_question
+from recipe.tasks import ABSENT_ANSWER, grounding_question
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 BINDING_QUESTIONS_PER_VIDEO = 3
 # Still moments (recipe.probes.moment_probe: every QA form about one frame pair) per video.
 MOMENTS_PER_VIDEO = 2
+# Grounding questions about events that do not happen (recipe.tasks.absent_tasks) per video.
+ABSENT_PER_VIDEO = 2
 
 
 def read_video(lm: Any, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -70,6 +72,9 @@ class Tally:
     events_predicted: int = 0
     events_matched: int = 0
     events_named: int = 0  # matched with the true event's own caption (normalised)
+    grounding_absent_said: int = 0  # true events answered "it does not happen"
+    absent_total: int = 0
+    absent_correct: int = 0  # events that do not happen answered so
 
     def summary(self) -> dict[str, Any]:
         scores = index.grounding_scores(self.grounding_pred, self.grounding_truth)
@@ -89,6 +94,9 @@ class Tally:
             "grounding_queries": len(self.grounding_truth),
             "qa_questions": self.qa_total,
             "caption_events": self.events_true,
+            "absent_accuracy": self.absent_correct / self.absent_total if self.absent_total else None,
+            "absent_said_for_true": self.grounding_absent_said / len(self.grounding_truth) if self.grounding_truth else None,
+            "absent_questions": self.absent_total,
         } | self.by_kind()
 
     def by_kind(self) -> dict[str, Any]:
@@ -107,10 +115,16 @@ def _ground(
     kind: str | None = None,
 ) -> None:
     answer = ask(lm, frames, seconds, grounding_question(query), max_new_tokens=32)
+    tally.grounding_absent_said += says_absent(answer)
     tally.grounding_pred.append(index.parse_spans(answer, duration_seconds=duration))
     tally.grounding_truth.append([truth])
     tally.grounding_kinds.append(kind)
     log.debug("grounding %r -> %r (truth %s)", query, answer, truth)
+
+
+def says_absent(answer: str) -> bool:
+    """Whether an answer says the asked event does not happen (``recipe.tasks.ABSENT_ANSWER``)."""
+    return normalise_answer(ABSENT_ANSWER) in normalise_answer(answer)
 
 
 def evaluate_annotations(lm: Any, annotations: Path, videos_dir: Path, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -182,6 +196,10 @@ def evaluate_synthetic(
                 answer = ask(lm, frames, seconds, task.question, max_new_tokens=48)
                 tally.qa_total += 1
                 tally.qa_correct += normalise_answer(answer) == normalise_answer(task.answer)
+            for task in make_tasks(scene, seed=seed + i, per_kind=ABSENT_PER_VIDEO, kinds=("absent",)):
+                answer = ask(lm, frames, seconds, task.question, max_new_tokens=32)
+                tally.absent_total += 1
+                tally.absent_correct += says_absent(answer)
             _score_captions(lm, tally, frames, seconds, duration, rows)
             if progress:
                 progress(i + 1, len(by_video))

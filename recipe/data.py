@@ -332,7 +332,10 @@ def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float])
 
 def pair_saliency(task: Task, pair_seconds: Sequence[float]) -> list[float]:
     """1.0 for each frame pair whose time lies in the grounding ``task``'s true span (the pair
-    nearest to the span's middle when none does), 0.0 for the others; [] for other kinds."""
+    nearest to the span's middle when none does), 0.0 for the others; 0.0 for every pair of an
+    ``absent`` task (its event happens nowhere); [] for other kinds."""
+    if task.kind == "absent":
+        return [0.0] * len(pair_seconds)
     if task.kind != "grounding" or not task.spans:
         return []
     start, end = task.spans[0]

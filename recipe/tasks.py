@@ -15,6 +15,11 @@ decimal. Formats (``S`` = start seconds, ``E`` = end seconds, ``T`` = a time):
   ``From S to E seconds: the red circle enters from the left.``
 - count: "How many times does the background turn green?" -> ``Two.`` (number words up to
   twenty, then digits; ``Zero.`` allowed for aggregate questions).
+- absent (grounding an event that does not happen): a true object event's question with the
+  object's colour or shape swapped for a description no object of the video ever has, e.g.
+  "When does the blue circle enter from the left?" when the red circle does and no circle is
+  ever blue -> ``It does not happen.`` Nothing but the (colour, shape) binding tells the two
+  questions apart, so the model has to check which object the event is about.
 - order: "Which happens first: X or Y?" -> the first event's sentence, capitalised, e.g.
   ``The red circle enters from the left.``; "Does X happen before or after Y?" ->
   ``Before.`` / ``After.``; only pairs whose spans do not overlap.
@@ -32,10 +37,13 @@ from typing import Literal
 
 import numpy as np
 
-from recipe.scene import Event, Scene, describe_at
+from recipe.scene import OBJECT_COLOUR_NAMES, SHAPES, Event, Scene, describe_at
 
-TaskKind = Literal["grounding", "qa", "caption", "count", "order"]
-TASK_KINDS: tuple[TaskKind, ...] = ("grounding", "qa", "caption", "count", "order")
+TaskKind = Literal["grounding", "qa", "caption", "count", "order", "absent"]
+TASK_KINDS: tuple[TaskKind, ...] = ("grounding", "qa", "caption", "count", "order", "absent")
+# what make_tasks draws when no kinds are named: the kinds that every stage of the built-in saw
+DEFAULT_TASK_KINDS: tuple[TaskKind, ...] = ("grounding", "qa", "caption", "count", "order")
+ABSENT_ANSWER = "It does not happen."
 STABLE_MARGIN_TENTHS = 3
 OBJECT_KINDS = frozenset(
     {"enter", "appear", "move", "change_colour", "change_size", "collide", "leave", "disappear"}
@@ -195,6 +203,47 @@ def grounding_tasks(scene: Scene, rng: np.random.Generator, *, count: int) -> li
                 event_indices=(i,),
             )
         )
+    return tasks
+
+
+def _subject_parts(subject: str) -> tuple[str, str]:
+    """("red", "circle") from "the red circle" ("dark green" colours are two words)."""
+    words = subject.split()
+    return " ".join(words[1:-1]), words[-1]
+
+
+def absent_tasks(scene: Scene, rng: np.random.Generator, *, count: int) -> list[Task]:
+    """Grounding questions about events that do not happen (answer ``ABSENT_ANSWER``).
+
+    Each takes a true object event asked about once and swaps its subject's colour or its shape
+    (one of the two, drawn) for a (colour, shape) description no object of the scene ever has,
+    preferring, when there is one, a description whose colour and shape both occur in the scene
+    on different objects. Scenes without objects yield none.
+    """
+    described = {(colour, track.shape) for track in scene.objects for colour in track.colours}
+    colours = sorted({c for c, _ in described})
+    shapes = sorted({s for _, s in described})
+    candidates = [i for i in unique_event_indices(scene.events) if scene.events[i].kind in OBJECT_KINDS]
+    tasks = []
+    for i in _sample(rng, candidates, count):
+        e = scene.events[i]
+        colour, shape = _subject_parts(e.subject)
+        if rng.random() < 0.5:
+            options = [(c, shape) for c in OBJECT_COLOUR_NAMES if c != colour]
+        else:
+            options = [(colour, s) for s in SHAPES if s != shape]
+        options = [o for o in options if o not in described]
+        crossed = [o for o in options if o[0] in colours and o[1] in shapes]
+        if crossed and rng.random() < 0.5:
+            options = crossed
+        if not options:
+            continue
+        new_colour, new_shape = options[int(rng.integers(len(options)))]
+        subject = f"the {new_colour} {new_shape}"
+        question = _pick(rng, GROUNDING_TEMPLATES).format(
+            s=subject, S=_cap(subject), b=e.predicate_base, p=e.predicate
+        )
+        tasks.append(Task("absent", question, ABSENT_ANSWER))
     return tasks
 
 
@@ -411,7 +460,7 @@ def make_tasks(
     *,
     seed: int,
     per_kind: int = 3,
-    kinds: tuple[TaskKind, ...] = TASK_KINDS,
+    kinds: tuple[TaskKind, ...] = DEFAULT_TASK_KINDS,
 ) -> list[Task]:
     """Draw tasks about ``scene``; deterministic in ``(scene, seed, per_kind, kinds)``.
 
@@ -419,7 +468,7 @@ def make_tasks(
         scene: the scene whose true events the tasks are about.
         seed: seed of the phrasing and sampling generator.
         per_kind: at most this many tasks of each kind (captions: always one).
-        kinds: which task kinds to draw, in this order.
+        kinds: which task kinds to draw, in this order (by default all but ``absent``).
 
     Returns:
         Tasks grouped by kind in the order of ``kinds``; a kind may yield fewer (or none) when
@@ -444,6 +493,8 @@ def make_tasks(
             tasks.append(caption_task(scene, rng))
         elif kind == "count":
             tasks += count_tasks(scene, rng, count=per_kind)
+        elif kind == "absent":
+            tasks += absent_tasks(scene, rng, count=per_kind)
         else:
             tasks += order_tasks(scene, rng, count=per_kind)
     return tasks

@@ -64,6 +64,7 @@ def oracle(tmp_path, seed: int, *, shift: float = 0.0):
     answers = {evaluate.grounding_question(r["query"]): span_answer(r["start_seconds"] + shift, r["end_seconds"] + shift) for r in rows}
     scene = make_scene(scene_seed(seed, 0), SampleSpec().world)
     answers |= {t.question: t.answer for t in make_tasks(scene, seed=seed, per_kind=2, kinds=("qa",))}
+    answers |= {t.question: t.answer for t in make_tasks(scene, seed=seed, per_kind=2, kinds=("absent",))}
     answers[CAPTION_TEMPLATES[0]] = "\n".join(
         f"From {r['start_seconds'] + shift:.1f} to {r['end_seconds'] + shift:.1f} seconds: {r['caption']}" for r in rows
     )
@@ -77,6 +78,7 @@ def test_synthetic_eval_gives_full_marks_to_the_truth(lm, tmp_path, monkeypatch)
     assert result["r1_at_0_7"] == 1.0 and result["miou"] == pytest.approx(1.0)
     assert result["qa_exact"] == 1.0 and result["caption_recall"] == 1.0 and result["caption_precision"] == 1.0
     assert result["caption_recall_named"] == 1.0 and result["caption_precision_named"] == 1.0
+    assert result["absent_questions"] > 0 and result["absent_accuracy"] == 1.0 and result["absent_said_for_true"] == 0.0
     kinds = [k.removeprefix("grounding_").removesuffix("_queries") for k in result
              if k.startswith("grounding_") and k.endswith("_queries") and k != "grounding_queries"]
     assert kinds and sum(result[f"grounding_{k}_queries"] for k in kinds) == result["grounding_queries"]
@@ -125,3 +127,15 @@ def test_captions_with_the_right_spans_and_the_wrong_text_are_not_named(lm, tmp_
     assert len(lines) > 2 and result["caption_recall"] == 1.0
     assert result["caption_recall_named"] == pytest.approx(len(lines[::2]) / len(lines))
     assert result["caption_precision_named"] == pytest.approx(len(lines[::2]) / len(lines))
+
+
+def test_events_that_do_not_happen_are_scored_apart_from_true_ones(lm, tmp_path, monkeypatch):
+    """A model that says "It does not happen." to everything: every absent question right, every
+    true event missed and counted as said absent; one that always gives a span: the reverse."""
+    monkeypatch.setattr(evaluate, "ask", lambda *a, **k: "It does not happen.")
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    assert result["absent_questions"] == evaluate.ABSENT_PER_VIDEO
+    assert result["absent_accuracy"] == 1.0 and result["absent_said_for_true"] == 1.0 and result["r1_at_0_3"] == 0.0
+    monkeypatch.setattr(evaluate, "ask", lambda *a, **k: "From 1.0 to 2.0 seconds.")
+    result = evaluate.evaluate_synthetic(lm, seed=777, videos=1)
+    assert result["absent_accuracy"] == 0.0 and result["absent_said_for_true"] == 0.0

@@ -9,8 +9,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from recipe.scene import OBJECT_COLOURS, Scene
-from recipe.tasks import AGGREGATE_COUNTS, TASK_KINDS, Task, make_tasks
+from recipe.scene import OBJECT_COLOUR_NAMES, OBJECT_COLOURS, SHAPES, Scene
+from recipe.tasks import (
+    ABSENT_ANSWER,
+    AGGREGATE_COUNTS,
+    DEFAULT_TASK_KINDS,
+    GROUNDING_TEMPLATES,
+    OBJECT_KINDS,
+    TASK_KINDS,
+    Task,
+    make_tasks,
+)
 from recipe.world import WorldParams, make_scene, render_frames
 
 PARAMS = WorldParams(size_px=96, min_seconds=10.0, max_seconds=60.0)
@@ -38,7 +47,7 @@ def test_tasks_are_deterministic_and_cover_every_kind(
     assert make_tasks(scene, seed=5) == make_tasks(scene, seed=5)
     assert make_tasks(scene, seed=5) != make_tasks(scene, seed=6)
     kinds = Counter(t.kind for _, tasks in drawn for t in tasks)
-    assert set(kinds) == set(TASK_KINDS)
+    assert set(kinds) == set(DEFAULT_TASK_KINDS) == set(TASK_KINDS) - {"absent"}
     with pytest.raises(ValueError, match="unknown"):
         make_tasks(scene, seed=0, kinds=("dance",))  # type: ignore[arg-type]
 
@@ -70,6 +79,35 @@ def test_no_ambiguous_questions_over_many_scenes() -> None:
             assert all(counts[scene.events[i].query] == 1 for i in task.event_indices)
         questions = [t.question for t in tasks]
         assert len(questions) == len(set(questions))
+
+
+def test_absent_events_swap_one_attribute_for_a_description_no_object_has() -> None:
+    """Each absent question is a true object event's question (any grounding template) with the
+    subject's colour or its shape changed, never both, to a (colour, shape) that no object of the
+    scene ever shows, so no event of the scene has its query; swaps of each attribute occur."""
+    swapped: Counter[str] = Counter()
+    for seed in range(30):
+        scene = make_scene(seed, PARAMS)
+        described = {(c, t.shape) for t in scene.objects for c in t.colours}
+        asked = [e for e in scene.events if e.kind in OBJECT_KINDS and sum(f.query == e.query for f in scene.events) == 1]
+        tasks = make_tasks(scene, seed=seed, per_kind=4, kinds=("absent",))
+        assert tasks == make_tasks(scene, seed=seed, per_kind=4, kinds=("absent",))
+        assert len(tasks) == min(4, len(asked))
+        for task in tasks:
+            assert task.answer == ABSENT_ANSWER and task.spans == () and task.event_indices == ()
+            sources = [
+                (e, colour, shape)
+                for e in asked for colour in OBJECT_COLOUR_NAMES for shape in SHAPES for template in GROUNDING_TEMPLATES
+                if task.question == template.format(s=f"the {colour} {shape}", S=f"The {colour} {shape}",
+                                                    b=e.predicate_base, p=e.predicate)
+            ]
+            assert sources and all((colour, shape) not in described for _, colour, shape in sources), task.question
+            one_swap = [(e, colour, shape) for e, colour, shape in sources
+                        if (f"the {colour} " in e.subject) != e.subject.endswith(f" {shape}")]
+            assert one_swap, task.question
+            e, colour, shape = one_swap[0]
+            swapped["shape" if f"the {colour} " in e.subject else "colour"] += 1
+    assert swapped["shape"] > 5 and swapped["colour"] > 5
 
 
 def test_dense_captions_list_every_event_in_the_documented_format(

@@ -223,12 +223,15 @@ def test_pair_saliency_marks_the_pairs_inside_the_true_span():
     # No pair time inside: the pair nearest to the span's middle (1.65).
     assert pair_saliency(Task("grounding", "q", "a", ((1.4, 1.9),)), pairs) == [0, 1, 0, 0, 0]
     assert pair_saliency(Task("qa", "q", "a", at_seconds=1.0), pairs) == []
+    # An event that does not happen is in no pair.
+    assert pair_saliency(Task("absent", "q", "It does not happen."), pairs) == [0, 0, 0, 0, 0]
 
 
 def grounding_sample():
-    spec = dataclasses.replace(MULTI, kinds=("grounding", "qa"), questions=6)
+    spec = dataclasses.replace(MULTI, kinds=("grounding", "qa", "absent"), questions=6)
     sample = next(s for s in (make_sample(seed, spec) for seed in range(40, 80))
-                  if 2 <= sum(t.kind == "grounding" for t in s.tasks) < len(s.tasks))
+                  if 2 <= sum(t.kind == "grounding" for t in s.tasks) < len(s.tasks)
+                  and any(t.kind == "absent" for t in s.tasks) and any(t.kind == "qa" for t in s.tasks))
     return sample
 
 
@@ -243,6 +246,8 @@ def test_branches_carry_each_grounding_question_s_pair_saliency(trained):
         row = branches.saliency[i].tolist()
         if task.kind == "grounding":
             assert row == pair_saliency(task, pairs) and 0 < sum(row) < len(pairs)
+        elif task.kind == "absent":
+            assert row == [0.0] * len(pairs)
         else:
             assert row == [-1.0] * len(pairs)
         # The answer starts right after the prompt.
@@ -309,7 +314,7 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
         pointer = branch_loss(lm.model, branches, heads=head, grounding=GroundingLosses(pointer_weight=3.0)) - plain
         pointer_logits, pointer_targets = [], []
         for i, task in enumerate(sample.tasks):
-            if task.kind != "grounding":
+            if task.kind not in ("grounding", "absent"):  # an absent event's target: no pair
                 continue
             states.clear()
             hook = last.register_forward_pre_hook(lambda _m, args: states.append(args[0]))
