@@ -246,18 +246,26 @@ def localize(
     query: str = typer.Argument(..., help="What to find, e.g. 'the red circle enters'."),
     video: str | None = typer.Option(None, "--video", help="Search one video (file or video id)."),
     k: int = typer.Option(10, "--k", min=1, help="Most spans to return."),
+    ground: int = typer.Option(
+        5, "--ground", min=0,
+        help="Ask the model when the event happens in this many of the best-matching videos (0: caption search only).",
+    ),
     library: Path | None = _LIBRARY,
+    model: str | None = _MODEL,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
     as_json: bool = _JSON,
 ) -> None:
     """Find the spans of the library (or one video) that match a description, best first."""
-    pipe = cli_support.make_pipeline(library=library)
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library)
     with cli_support.exit_codes(library):
-        spans = pipe.localize(query, video=video, k=k)
+        spans = pipe.localize(query, video=video, k=k, ground=ground)
     if as_json:
         cli_support.print_json({"query": query, "results": [s.to_json() for s in spans]})
         return
     for s in spans:
-        typer.echo(f"{s.rank:>3}  {s.score:.3f}  {cli_support.seconds(s.start_seconds)}-"
+        found = "model" if s.grounded else "     "
+        typer.echo(f"{s.rank:>3}  {s.score:.3f}  {found}  {cli_support.seconds(s.start_seconds)}-"
                    f"{cli_support.seconds(s.end_seconds)} s  {s.path}  {s.caption}")
 
 

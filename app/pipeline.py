@@ -76,6 +76,8 @@ class PipelineOptions:
         prefix_cache_bytes: memory for prompt KV caches of recent questions (0 disables), so a
             follow-up question about the same video prefills only its own tokens.
         search_k: spans returned by ``localize``.
+        localize_ground: videos in which ``localize`` asks the model to ground the query itself
+            (the best by caption search; 0: caption search only).
     """
 
     fps: float = 2.0
@@ -89,6 +91,7 @@ class PipelineOptions:
     retrieve_pad_seconds: float = 5.0
     frame_cache_size: int = 8
     search_k: int = 10
+    localize_ground: int = 5
     visual_disk_cache: bool = True
     prefix_cache_bytes: int = 1 << 30
 
@@ -110,6 +113,8 @@ class PipelineOptions:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.localize_ground < 0:
+            raise ValueError(f"localize_ground must be >= 0, got {self.localize_ground}")
 
 
 def sampling_policy(
@@ -400,34 +405,91 @@ class Pipeline:
         *,
         video: str | os.PathLike[str] | None = None,
         k: int | None = None,
+        ground: int | None = None,
         library: LibraryArg = None,
     ) -> list[LocalizedSpan]:
-        """Ranked spans across the library (or one video of it) whose captions match ``query``.
+        """Ranked spans across the library (or one video of it) for the event ``query`` describes.
+
+        Retrieve, then ground, as moment-retrieval systems do: the stored captions are searched
+        by embedding, then the model is asked when the event happens in each of the ``ground``
+        videos whose captions matched best (default ``options.localize_ground``; every video
+        when the library has no more; 0: captions only). A video whose answer gives a span
+        gets that span as a hit (``grounded``), ahead of every caption hit, in the order of the
+        video's best caption score; its caption hits that overlap the span are dropped. A video
+        whose answer has no span (the model finds no such event) keeps only its caption hits.
 
         Raises:
             index.LibraryNotFoundError: no library there.
             FileNotFoundError: ``video`` is neither a file nor a video id of the library.
             KeyError: ``video`` is a file that is not in the library.
+            ValueError: an empty query or a negative ``ground``.
         """
         if not query.strip():
             raise ValueError("query must not be empty")
+        ground = self.options.localize_ground if ground is None else ground
+        if ground < 0:
+            raise ValueError(f"ground must be >= 0, got {ground}")
         lib = self.open_library(library, create=False)
         self._check_embedder(lib)
         video_id = resolve_video(video, lib)[1] if video is not None else None
+        k = k or self.options.search_k
         vector = self.embedder.embed([query])[0]
-        hits = lib.search(vector, k or self.options.search_k, video_id=video_id)
+        hits = lib.search(vector, k, video_id=video_id).to_dicts()
+        grounded = [
+            g for v in self._videos_to_ground(lib, hits, video_id, ground)
+            if (g := self._ground_in(lib, v, query, hits)) is not None
+        ]
+        found = {g["video_id"]: (g["start_seconds"], g["end_seconds"]) for g in grounded}
+        rows = grounded + [
+            {**h, "grounded": False} for h in hits
+            if h["video_id"] not in found
+            or not _overlap(found[h["video_id"]], (h["start_seconds"], h["end_seconds"]))
+        ]
         return [
             LocalizedSpan(
-                rank=int(r["rank"]),
+                rank=rank,
                 video_id=r["video_id"],
                 path=r["path"],
                 start_seconds=float(r["start_seconds"]),
                 end_seconds=float(r["end_seconds"]),
                 score=float(r["score"]),
                 caption=r["caption"],
+                grounded=r["grounded"],
             )
-            for r in hits.iter_rows(named=True)
+            for rank, r in enumerate(rows[:k], start=1)
         ]
+
+    def _videos_to_ground(
+        self, lib: index.Library, hits: list[dict[str, Any]], video_id: str | None, ground: int
+    ) -> list[str]:
+        """The videos ``localize`` grounds its query in: those of the best caption hits, in
+        their order, topped up from the library's other searchable videos when it has few."""
+        if ground == 0:
+            return []
+        if video_id is not None:
+            return [video_id]
+        order = list(dict.fromkeys(h["video_id"] for h in hits))
+        ok = lib.catalog.filter(pl.col("status") != "error").sort("path")["video_id"].to_list()
+        return (order + [v for v in ok if v not in order])[:ground]
+
+    def _ground_in(
+        self, lib: index.Library, video_id: str, query: str, hits: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """``video_id``'s first answer span for the query's grounding question, as a hit row
+        scored by the video's best caption hit (None when the answer gives no span)."""
+        from recipe.tasks import grounding_question
+
+        result = self.ask(video_id, grounding_question(query), library=lib.path)
+        if not result.spans:
+            log.info("localize: the model finds no %r in %s (%r)", query, result.path, result.answer)
+            return None
+        span = result.spans[0]
+        own = [h for h in hits if h["video_id"] == video_id]
+        return {
+            "video_id": video_id, "path": result.path, "start_seconds": span.start_seconds,
+            "end_seconds": span.end_seconds, "score": max((h["score"] for h in own), default=0.0),
+            "caption": result.answer, "grounded": True,
+        }
 
     # ----- library chores ------------------------------------------------------------------
 
@@ -514,6 +576,10 @@ def resolve_video(video: str | os.PathLike[str], lib: index.Library | None) -> t
         return Path(str(entry["path"])), str(entry["video_id"])
     where = f" nor a video id of library {lib.path}" if lib is not None else ""
     raise FileNotFoundError(f"{video}: not a video file{where}")
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def merge_spans(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

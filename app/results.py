@@ -113,7 +113,12 @@ class AskResult:
 
 @dataclass(frozen=True)
 class LocalizedSpan:
-    """One ranked search hit: a span of a video with its caption and cosine score."""
+    """One ranked search hit: a span of a video with its caption and cosine score.
+
+    ``grounded``: the span is the model's answer to when the query happens in that video
+    (``caption`` is the answer; ``score`` the video's best caption score); otherwise a stored
+    caption's span that matched the query.
+    """
 
     rank: int
     video_id: str
@@ -122,6 +127,7 @@ class LocalizedSpan:
     end_seconds: float
     score: float
     caption: str
+    grounded: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +138,7 @@ class LocalizedSpan:
             "end_seconds": round(self.end_seconds, 3),
             "score": round(self.score, 6),
             "caption": self.caption,
+            "grounded": self.grounded,
         }
 
 

@@ -45,7 +45,7 @@ VIDEO_COLUMNS = {"video_id": pl.String, "path": pl.String, "duration_seconds": p
 SEGMENT_COLUMNS = {"start_seconds": pl.Float64, "end_seconds": pl.Float64, "caption": pl.String}
 HIT_COLUMNS = {"rank": pl.Int64, "video_id": pl.String, "path": pl.String,
                "start_seconds": pl.Float64, "end_seconds": pl.Float64, "score": pl.Float64,
-               "caption": pl.String}
+               "caption": pl.String, "grounded": pl.Boolean}
 
 
 class BackendError(Exception):
@@ -268,7 +268,8 @@ class FakeBackend(_VideoFiles):
         for rank, video in enumerate(ok.iter_rows(named=True), start=1):
             rows.append({"rank": rank, "video_id": video["video_id"], "path": video["path"],
                          "start_seconds": 2.0 * rank, "end_seconds": 2.0 * rank + 3.0,
-                         "score": round(0.9 / rank, 3), "caption": f"{query} ({video['video_id']})"})
+                         "score": round(0.9 / rank, 3), "caption": f"{query} ({video['video_id']})",
+                         "grounded": rank == 1})
         return _typed(rows[:k], HIT_COLUMNS)
 
     def export(self, format: ExportFormat, video_id: str | None) -> ExportFile:

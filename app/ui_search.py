@@ -48,13 +48,14 @@ def show_hits(backend: AppBackend, query: str | None, hits: list[dict[str, Any]]
 
 
 def show_hit(backend: AppBackend, hit: dict[str, Any]) -> None:
-    """A result: rank, video, span, caption, score, and the clip."""
+    """A result: rank, video, span, caption (the model's answer for a span it found), score, and the clip."""
     with st.container(border=True, key=f"hit-{hit['rank']}"):
         text, player = st.columns([3, 2], gap="medium")
         with text:
             st.markdown(f"**#{hit['rank']} · {video_name(hit['path'], hit['video_id'])}**")
+            found = " &nbsp; · &nbsp; found by the model" if hit.get("grounded") else ""
             st.markdown(f":material/schedule: {fmt_span(hit['start_seconds'], hit['end_seconds'])}"
-                        f" &nbsp; · &nbsp; score {hit['score']:.3f}")
+                        f" &nbsp; · &nbsp; score {hit['score']:.3f}{found}")
             st.write(hit["caption"])
             if st.button("Open in Watch & ask", key=f"open-{hit['rank']}", icon=":material/open_in_new:"):
                 open_in_watch(hit)

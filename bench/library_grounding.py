@@ -4,7 +4,8 @@ Drives the `vidlm` CLI exactly as a user would. Writes a folder of synthetic-wor
 `vidlm eval --synthetic` uses), ingests it into a fresh library with the pipeline, then for every
 event whose query text names one event in the whole folder:
 
-  localize   the library-wide search: a hit counts at IoU >= 0.5 when its video is the event's
+  localize   the library-wide search (caption search, then the model grounds the query in the
+             --ground best videos): a hit counts at IoU >= 0.5 when its video is the event's
              video and its span overlaps the true span by that much (R1: the first hit; R5: any
              of the first five)
   ask        the event's grounding question about its video; the first span of the answer
@@ -43,7 +44,7 @@ def vidlm(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Path) -> dict:
+def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Path, ground: int = 5) -> dict:
     from recipe.data import SampleSpec
     from recipe.synth import write_dataset
     from recipe.tasks import grounding_question
@@ -63,7 +64,7 @@ def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Pat
     ious: list[float] = []
     for r in tqdm(queries, desc="queries", unit="query"):
         truth = (r["start_seconds"], r["end_seconds"])
-        hits = vidlm("localize", r["query"], "--k", "5", "--library", str(work / "library"))["results"]
+        hits = vidlm("localize", r["query"], "--k", "5", "--ground", str(ground), *common)["results"]
         good = [h["video_id"] == ids[r["video"]] and index.temporal_iou((h["start_seconds"], h["end_seconds"]), truth) >= 0.5 for h in hits]
         loc1 += bool(good[:1] and good[0])
         loc5 += any(good)
@@ -74,7 +75,7 @@ def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Pat
         ask1 += score >= 0.5
     n = max(1, len(queries))
     return {
-        "videos": videos, "seed": seed, "queries": len(queries), "events": len(rows),
+        "videos": videos, "seed": seed, "ground": ground, "queries": len(queries), "events": len(rows),
         "localize_r1_at_0_5": round(loc1 / n, 3), "localize_r5_at_0_5": round(loc5 / n, 3),
         "ask_r1_at_0_5": round(ask1 / n, 3), "ask_miou": round(sum(ious) / n, 3),
     }
@@ -86,10 +87,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--model", default=None, help="checkpoint folder or hub id; default the built-in model")
     parser.add_argument("--max-seconds", type=float, default=40.0, help="longest video")
+    parser.add_argument("--ground", type=int, default=5, help="localize's --ground (0: caption search only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(run(args.videos, args.seed, args.model, args.max_seconds, Path(tmp)), indent=2))
+        print(json.dumps(run(args.videos, args.seed, args.model, args.max_seconds, Path(tmp), args.ground), indent=2))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ def test_mixed_folder_every_good_file_is_searchable_and_broken_ones_are_listed(i
         "end_seconds",
         "score",
         "caption",
+        "grounded",
     } <= found["results"][0].keys()
 
 

@@ -4,6 +4,7 @@ retrieval and ranking are checked against exact expected values."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -83,16 +84,66 @@ def test_localize_ranks_the_matching_caption_first(tmp_path, good_videos, lm, sc
     pipe.ingest_folder(folder)
     seg = pipe.open_library(None, create=False).segments
     square = seg.filter(seg["caption"].str.contains("blue square")).row(0, named=True)
-    hits = pipe.localize("a blue square leaves to the right")
+    hits = pipe.localize("a blue square leaves to the right", ground=0)
     assert hits[0].caption.startswith("the blue square") and hits[0].video_id == square["video_id"]
+    assert not any(h.grounded for h in hits)
     assert (hits[0].start_seconds, hits[0].end_seconds) == (
         square["start_seconds"],
         square["end_seconds"],
     )
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
     assert hits[0].score > hits[-1].score
-    only = pipe.localize("blue square", video=hits[-1].path)
+    only = pipe.localize("blue square", video=hits[-1].path, ground=0)
     assert {h.video_id for h in only} == {hits[-1].video_id}
+
+
+def test_localize_ranks_the_videos_where_the_model_finds_the_event_first(tmp_path, good_videos, lm, scripted):
+    """The model is asked when the query happens in each video (3 <= the default 5): it answers
+    with a span in one video only, one whose captions do not match best, and says it does not
+    happen in the others. That video's answer span comes first, marked grounded; the caption
+    hits follow in score order, less those of that video that overlap its span."""
+    from recipe.tasks import ABSENT_ANSWER, grounding_question
+
+    folder = make_folder(tmp_path / "v", good_videos, broken=False)
+    pipe = Pipeline(lm=lm, library=tmp_path / "lib")
+    pipe.ingest_folder(folder)
+    query = "a blue square leaves to the right"
+    by_caption = pipe.localize(query, ground=0)
+    real = ScriptedModel.__call__
+    shown: list[str] = []
+    target: list[str] = []
+
+    def grounding(self, messages, **kwargs):
+        answer = real(self, messages, **kwargs)
+        shown.append(hashlib.sha256(np.ascontiguousarray(video_parts(messages)[0]["video"]).tobytes()).hexdigest())
+        if self.calls[-1]["question"] != grounding_question(query):
+            return answer
+        return "From 0.5 to 2.0 seconds." if shown[-1] in target else ABSENT_ANSWER
+
+    pipe.lm.generate = grounding.__get__(scripted)
+    signature = {}
+    for path in sorted(folder.glob("*.mp4")):  # what the model is shown of each video in the library
+        pipe.ask(path, "What happens?")
+        signature[str(path.absolute())] = shown[-1]
+    assert len(set(signature.values())) == len(good_videos)
+    target_path = next(p for p in signature if p != by_caption[0].path)
+    target.append(signature[target_path])
+    asked = len(scripted.calls)
+    hits = pipe.localize(query)
+    assert [c["question"] for c in scripted.calls[asked:]] == [grounding_question(query)] * len(good_videos)
+    assert (hits[0].path, hits[0].start_seconds, hits[0].end_seconds, hits[0].grounded) == (target_path, 0.5, 2.0, True)
+    assert hits[0].caption == "From 0.5 to 2.0 seconds." and [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    rest = [(h.video_id, h.start_seconds, h.caption) for h in by_caption
+            if h.path != target_path or h.end_seconds < 0.5 or h.start_seconds > 2.0]
+    assert len(rest) < len(by_caption)  # one of the target_path's caption hits overlaps its answer
+    assert [(h.video_id, h.start_seconds, h.caption) for h in hits[1:]] == rest[: len(hits) - 1]
+    assert not any(h.grounded for h in hits[1:])
+    assert hits[0].score == max(h.score for h in by_caption if h.path == target_path)
+    # Grounding in the caption search's best video only: it says no, so the captions' ranking stands.
+    assert [(h.video_id, h.start_seconds) for h in pipe.localize(query, ground=1)] == [
+        (h.video_id, h.start_seconds) for h in by_caption]
+    with pytest.raises(ValueError, match="ground"):
+        pipe.localize(query, ground=-1)
 
 
 def test_ask_whole_video_parses_the_answer_spans(tmp_path, good_videos, lm, scripted):

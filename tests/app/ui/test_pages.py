@@ -243,6 +243,8 @@ def test_search_lists_ranked_clips_each_playable_at_its_span(monkeypatch, video_
     players = at.get("video")
     assert [(p.proto.start_time, p.proto.end_time) for p in players] == [(2, 5), (4, 7)]
     assert "#1 · blue.mp4" in at.markdown[0].value
+    found = [m.value for m in at.markdown if "found by the model" in m.value]
+    assert hits[0]["grounded"] and not hits[1]["grounded"] and len(found) == 1 and "0:02" in found[0]
 
 
 def test_search_opens_a_hit_in_watch(monkeypatch, video_dir):
