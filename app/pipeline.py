@@ -476,10 +476,15 @@ class Pipeline:
         self, lib: index.Library, video_id: str, query: str, hits: list[dict[str, Any]]
     ) -> dict[str, Any] | None:
         """``video_id``'s first answer span for the query's grounding question, as a hit row
-        scored by the video's best caption hit (None when the answer gives no span)."""
+        scored by the video's best caption hit (None when the answer gives no span, or when
+        the file is gone or no longer decodes: its caption hits stand)."""
         from recipe.tasks import grounding_question
 
-        result = self.ask(video_id, grounding_question(query), library=lib.path)
+        try:
+            result = self.ask(video_id, grounding_question(query), library=lib.path)
+        except (FileNotFoundError, ingest.VideoError) as err:
+            log.warning("localize: not grounding in %s: %s", video_id, err)
+            return None
         if not result.spans:
             log.info("localize: the model finds no %r in %s (%r)", query, result.path, result.answer)
             return None

@@ -144,6 +144,13 @@ def test_localize_ranks_the_videos_where_the_model_finds_the_event_first(tmp_pat
         (h.video_id, h.start_seconds) for h in by_caption]
     with pytest.raises(ValueError, match="ground"):
         pipe.localize(query, ground=-1)
+    # A video whose file is gone is not grounded; its caption hits stay, the rest goes on.
+    gone = next(p for p in sorted(folder.glob("*.mp4")) if str(p.absolute()) != target_path)
+    assert str(gone.absolute()) in {h.path for h in hits}
+    gone.unlink()
+    again = pipe.localize(query)
+    assert again[0].path == target_path and again[0].grounded
+    assert [h.path for h in again if h.path == str(gone.absolute())] == [h.path for h in hits if h.path == str(gone.absolute())]
 
 
 def test_ask_whole_video_parses_the_answer_spans(tmp_path, good_videos, lm, scripted):
