@@ -31,7 +31,8 @@ def search_page() -> None:
             st.error("Type what to look for first.")
             return
         st.session_state["search_query"] = query.strip()
-        st.session_state["search_hits"] = backend.search(query.strip(), int(k)).to_dicts()
+        with st.spinner("Searching the captions, then asking the model when it happens in the best videos…"):
+            st.session_state["search_hits"] = backend.search(query.strip(), int(k)).to_dicts()
     show_hits(backend, st.session_state.get("search_query"), st.session_state.get("search_hits"))
 
 
