@@ -246,9 +246,10 @@ def localize(
     query: str = typer.Argument(..., help="What to find, e.g. 'the red circle enters'."),
     video: str | None = typer.Option(None, "--video", help="Search one video (file or video id)."),
     k: int = typer.Option(10, "--k", min=1, help="Most spans to return."),
-    ground: int = typer.Option(
-        5, "--ground", min=0,
-        help="Ask the model when the event happens in this many of the best-matching videos (0: caption search only).",
+    ground: int | None = typer.Option(
+        None, "--ground", min=0,
+        help="Ask the model when the event happens in this many of the best-matching videos "
+        "(default 5; 0: caption search only).",
     ),
     library: Path | None = _LIBRARY,
     model: str | None = _MODEL,

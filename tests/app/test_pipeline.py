@@ -144,6 +144,10 @@ def test_localize_ranks_the_videos_where_the_model_finds_the_event_first(tmp_pat
         (h.video_id, h.start_seconds) for h in by_caption]
     with pytest.raises(ValueError, match="ground"):
         pipe.localize(query, ground=-1)
+    # One caption hit asked for: the other videos of the (small) library are grounded all the same.
+    asked = len(scripted.calls)
+    top = pipe.localize(query, k=1)
+    assert len(scripted.calls) - asked == len(good_videos) and [(h.path, h.grounded) for h in top] == [(target_path, True)]
     # A video whose file is gone is not grounded; its caption hits stay, the rest goes on.
     gone = next(p for p in sorted(folder.glob("*.mp4")) if str(p.absolute()) != target_path)
     assert str(gone.absolute()) in {h.path for h in hits}
