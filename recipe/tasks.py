@@ -216,9 +216,9 @@ def absent_tasks(scene: Scene, rng: np.random.Generator, *, count: int) -> list[
     """Grounding questions about events that do not happen (answer ``ABSENT_ANSWER``).
 
     Each takes a true object event asked about once and swaps its subject's colour or its shape
-    (one of the two, drawn) for a (colour, shape) description no object of the scene ever has,
-    preferring, when there is one, a description whose colour and shape both occur in the scene
-    on different objects. Scenes without objects yield none.
+    (one of the two, drawn) for a (colour, shape) description no object of the scene ever has;
+    half of the time, when there is one, a description whose colour and shape both occur in the
+    scene, on other objects (the hardest to tell apart). Scenes without objects yield none.
     """
     described = {(colour, track.shape) for track in scene.objects for colour in track.colours}
     colours = sorted({c for c, _ in described})

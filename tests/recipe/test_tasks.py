@@ -107,7 +107,8 @@ def test_absent_events_swap_one_attribute_for_a_description_no_object_has() -> N
             assert one_swap, task.question
             e, colour, shape = one_swap[0]
             swapped["shape" if f"the {colour} " in e.subject else "colour"] += 1
-    assert swapped["shape"] > 5 and swapped["colour"] > 5
+            swapped["crossed"] += any(colour == c for c, _ in described) and any(shape == s for _, s in described)
+    assert swapped["shape"] > 5 and swapped["colour"] > 5 and swapped["crossed"] > 5
 
 
 def test_dense_captions_list_every_event_in_the_documented_format(
