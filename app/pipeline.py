@@ -41,6 +41,7 @@ from app.results import (
     PipelineEvent,
     SpanResult,
 )
+from recipe.tasks import grounding_question
 
 if TYPE_CHECKING:
     import vidlm
@@ -321,7 +322,11 @@ class Pipeline:
             FileNotFoundError: no such file and no such video id in the library.
             ValueError: an empty question.
         """
-        info, path, video_id, batches, mode = self._question_context(video, question, library)
+        return self._ask(video, question, self.open_library(library, create=False, missing_ok=True))
+
+    def _ask(self, video: str | os.PathLike[str], question: str, lib: index.Library | None) -> AskResult:
+        """``ask`` in an opened library (None: none)."""
+        info, path, video_id, batches, mode = self._question_context(video, question, lib)
         answer = str(
             self.lm.generate(
                 question_messages(batches, question),
@@ -345,7 +350,8 @@ class Pipeline:
         self, video: str | os.PathLike[str], question: str, *, library: LibraryArg = None
     ) -> Iterator[str]:
         """``ask``'s answer text in pieces as the model writes it (parse spans from the joined text)."""
-        _, _, _, batches, _ = self._question_context(video, question, library)
+        lib = self.open_library(library, create=False, missing_ok=True)
+        _, _, _, batches, _ = self._question_context(video, question, lib)
         yield from self.lm.stream(
             question_messages(batches, question),
             max_new_tokens=self.options.answer_max_new_tokens,
@@ -353,12 +359,11 @@ class Pipeline:
         )
 
     def _question_context(
-        self, video: str | os.PathLike[str], question: str, library: LibraryArg
+        self, video: str | os.PathLike[str], question: str, lib: index.Library | None
     ) -> tuple[ingest.VideoInfo, Path, str, list[ingest.FrameBatch], str]:
         """Probe facts, path, video id, the frame batches to show and the mode, for a question."""
         if not question.strip():
             raise ValueError("question must not be empty")
-        lib = self.open_library(library, create=False, missing_ok=True)
         path, video_id = resolve_video(video, lib)
         info = self.probe(path)
         plans, mode = self._plans_for_question(info, question, lib, video_id)
@@ -478,10 +483,8 @@ class Pipeline:
         """``video_id``'s first answer span for the query's grounding question, as a hit row
         scored by the video's best caption hit (None when the answer gives no span, or when
         the file is gone or no longer decodes: its caption hits stand)."""
-        from recipe.tasks import grounding_question
-
         try:
-            result = self.ask(video_id, grounding_question(query), library=lib.path)
+            result = self._ask(video_id, grounding_question(query), lib)
         except (FileNotFoundError, ingest.VideoError) as err:
             log.warning("localize: not grounding in %s: %s", video_id, err)
             return None
