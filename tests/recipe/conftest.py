@@ -1,9 +1,8 @@
-"""Make the top-level ``recipe/`` package importable under a plain ``pytest`` run, and the tiny
-trained checkpoint that the checkpoint-surgery tests (grow, spread) start from.
+"""The tiny trained checkpoint that the checkpoint-surgery tests (grow, spread) start from, with
+their ``small()`` config and ``logits()`` helper.
 
-``recipe/`` is deliberately not part of the installed distribution (pyproject's package list
-names the product packages only), so an editable install does not expose it and importlib
-mode does not add the repository root to ``sys.path``; these tests add it themselves.
+Importlib mode does not put the repository root on ``sys.path``; these tests add it, so that
+they can import those helpers as ``tests.recipe.conftest``.
 """
 
 from __future__ import annotations

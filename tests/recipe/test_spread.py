@@ -4,7 +4,6 @@ rows and pulls a collapsed group apart, and a stage that spreads saves an untied
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -88,9 +87,10 @@ def test_a_stage_that_spreads_saves_an_untied_checkpoint_for_transformers(base, 
 
 
 def test_the_world_s_identity_words_are_one_token_each_in_the_builtin_tokenizer():
+    from vidlm.api import BUILTIN_DIR
     from vidlm.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.from_dir(Path(__file__).resolve().parents[2] / "vidlm" / "builtin")
+    tokenizer = Tokenizer.from_dir(BUILTIN_DIR)
     groups = world_identity_groups()
     assert [len(g) for g in groups] == [15, 15, 7] and "Red" in groups[0] and " navy" in groups[1]
     for words in groups:
