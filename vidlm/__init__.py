@@ -7,7 +7,7 @@
     text = lm.generate(messages, max_new_tokens=64)
 """
 
-from .api import VideoLM, load
+from .api import Answer, VideoLM, load
 from .config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
 from .generate import GenerationConfig
 from .kv_cache import KVCache
@@ -18,6 +18,7 @@ from .tokenizer import Tokenizer
 from .weights import CheckpointError
 
 __all__ = [
+    "Answer",
     "PRESETS",
     "CheckpointError",
     "GenerationConfig",

@@ -8,6 +8,7 @@ application wires ingest's decoder in through it, so this package never decodes 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .attention import AttnImplementation, resolve_attn_implementation
-from .generate import GenerationConfig, generate_ids
+from .generate import GenerationConfig, generate_ids, generate_steps
 from .model import Qwen3VL
 from .prefix_cache import PrefixCache
 from .processor import Processor, ProcessorConfig
@@ -31,6 +32,26 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 VideoReader = Callable[[str | Path], tuple[np.ndarray, np.ndarray]]
 Conversation = Sequence[Mapping[str, Any]]
 Messages = Conversation | Sequence[Conversation]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One conversation's answer with what the model thought of each token it wrote.
+
+    ``token_ids`` are every generated token, the stop token included when it came (``text``
+    leaves it out); ``logprobs`` their log-probabilities under the model's own next-token
+    distribution (see ``vidlm.generate.Step``).
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the least likely token written (1.0 for no tokens): low when the
+        model had to guess somewhere, e.g. at the times of a span it cannot place."""
+        return math.exp(min(self.logprobs, default=0.0))
 
 
 @dataclass
@@ -73,12 +94,30 @@ class VideoLM:
         ``sampling`` overrides the checkpoint's generation settings (do_sample, temperature,
         top_k, top_p, repetition_penalty, presence_penalty, seed, eos_token_ids).
         """
+        texts = [a.text for a in self._answers(messages, max_new_tokens, sampling)]
+        return texts[0] if _is_single(messages) else texts
+
+    def answer(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> Answer:
+        """``generate`` for one conversation, with each written token's log-probability."""
+        if not _is_single(messages):
+            raise ValueError("answer() takes one conversation; use generate() for a batch")
+        return self._answers(messages, max_new_tokens, sampling)[0]
+
+    def _answers(self, messages: Messages, max_new_tokens: int | None, sampling: dict[str, Any]) -> list[Answer]:
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
-        steps = list(generate_ids(self.model, batch, config, **self._generation_caches()))
-        rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch["input_ids"].shape[0])]
-        texts = [self.tokenizer.decode(_until_stop(row, config.eos_token_ids), skip_special_tokens=True) for row in rows]
-        return texts[0] if _is_single(messages) else texts
+        steps = list(generate_steps(self.model, batch, config, **self._generation_caches()))
+        if not steps:
+            return [Answer("", (), ()) for _ in range(batch["input_ids"].shape[0])]
+        rows = torch.stack([s.token for s in steps], dim=1).tolist()
+        logprobs = torch.stack([s.logprob for s in steps], dim=1).tolist()
+        answers = []
+        for row, lps in zip(rows, logprobs, strict=True):
+            text_ids = _until_stop(row, config.eos_token_ids)
+            n = min(len(text_ids) + 1, len(row))  # through the stop token; padding after it is not written
+            answers.append(Answer(
+                self.tokenizer.decode(text_ids, skip_special_tokens=True), tuple(row[:n]), tuple(lps[:n])))
+        return answers
 
     def stream(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> Iterator[str]:
         """Yield the answer to one conversation in text pieces as tokens are generated."""

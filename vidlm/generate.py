@@ -346,8 +346,26 @@ def _start_cache(
     return cache, key
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class Step:
+    """One decoding step: the chosen ids [B] and their log-probabilities [B] (float32) under
+    the model's next-token distribution, the raw logits' log-softmax (before penalties,
+    temperature and top-k/top-p: what the model believes, not how it was sampled)."""
+
+    token: torch.Tensor
+    logprob: torch.Tensor
+
+
 def generate_ids(
+    model: Qwen3VL, batch: dict[str, torch.Tensor], config: GenerationConfig, **options: Any
+) -> Iterator[torch.Tensor]:
+    """``generate_steps``' token ids [B] alone (the same keyword options)."""
+    for step in generate_steps(model, batch, config, **options):
+        yield step.token
+
+
+@torch.inference_mode()
+def generate_steps(
     model: Qwen3VL,
     batch: dict[str, torch.Tensor],
     config: GenerationConfig,
@@ -356,8 +374,9 @@ def generate_ids(
     visual_cache: VisualCache | None = None,
     prefix_cache: PrefixCache | None = None,
     vision_chunk_pairs: int | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield the next token ids [B] at each step until every row hit a stop token or the limit.
+) -> Iterator[Step]:
+    """Yield each step's token ids [B] and their log-probabilities (see ``Step``) until every
+    row hit a stop token or the limit; finished rows get the pad token, log-probability 0.
 
     With ``prefix_cache``, a single unpadded prompt starts from the longest kept prefix of an
     earlier prompt with the same pixels and is kept in turn for later ones.
@@ -387,10 +406,11 @@ def generate_ids(
     seen = torch.where(attention_mask.bool(), input_ids, first_real)
     generated = input_ids.new_empty(bsz, 0)
     for step in range(config.max_new_tokens):
-        processed = apply_penalties(logits.float(), seen, generated, config)
-        token = next_tokens(processed, config, generator)
+        raw = logits.float()
+        token = next_tokens(apply_penalties(raw, seen, generated, config), config, generator)
         token = token.masked_fill(finished, config.pad_token_id)
-        yield token
+        logprob = (raw.gather(1, token[:, None])[:, 0] - torch.logsumexp(raw, -1)).masked_fill(finished, 0.0)
+        yield Step(token, logprob)
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == config.max_new_tokens - 1:
             return  # no forward pass for a token nobody will read

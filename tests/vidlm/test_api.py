@@ -87,6 +87,35 @@ def test_uint8_video_rows_give_the_float_rows_features(folder, tmp_path, stats):
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("sampling", [GREEDY, dict(do_sample=True, seed=3, temperature=1.5, repetition_penalty=1.3)])
+def test_answer_logprobs_are_the_models_own_next_token_log_softmax(lm, sampling):
+    """``answer`` writes what ``generate`` writes; each token's log-probability is the raw
+    model's (a full forward over prompt + answer), whatever penalties and sampling chose it."""
+    msg = video_message("What happens?", seed=2)
+    full = lm.answer(msg, max_new_tokens=8, eos_token_ids=(), **sampling)
+    assert full.text == lm.generate(msg, max_new_tokens=8, eos_token_ids=(), **sampling)
+    assert len(full.token_ids) == len(full.logprobs) == 8
+    batch = lm.prepare(msg)
+    n = batch["input_ids"].shape[1]
+    ids = torch.tensor([full.token_ids])
+    batch = {**batch, "input_ids": torch.cat([batch["input_ids"], ids], 1),
+             "attention_mask": torch.ones(1, n + ids.shape[1], dtype=torch.long),
+             "mm_token_type_ids": torch.cat([batch["mm_token_type_ids"], torch.zeros_like(ids)], 1)}
+    with torch.no_grad():
+        logits = lm.model(**batch).logits[0, n - 1 : -1].float()
+    want = torch.log_softmax(logits, -1).gather(1, ids[0, :, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(full.logprobs), want, rtol=1e-4, atol=1e-4)
+    assert full.confidence == pytest.approx(float(want.min().exp()), rel=1e-4)
+    # A stop token ends it: it is among the tokens (with its log-probability), not in the text.
+    stop = full.token_ids[3]
+    first = full.token_ids.index(stop)
+    short = lm.answer(msg, max_new_tokens=8, eos_token_ids=(stop,), **sampling)
+    assert short.token_ids == full.token_ids[: first + 1] and short.logprobs == pytest.approx(full.logprobs[: first + 1], abs=1e-5)
+    assert short.text == lm.tokenizer.decode(list(full.token_ids[:first]), skip_special_tokens=True)
+    with pytest.raises(ValueError, match="one conversation"):
+        lm.answer([msg, msg])
+
+
 def test_loaded_settings_come_from_the_checkpoint(lm):
     cfg = lm.generation_config
     assert cfg.do_sample and cfg.temperature == 0.7 and cfg.top_k == 20 and cfg.top_p == 0.8
