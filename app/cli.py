@@ -265,7 +265,7 @@ def localize(
         cli_support.print_json({"query": query, "results": [s.to_json() for s in spans]})
         return
     for s in spans:
-        found = "model" if s.grounded else "     "
+        found = f"model {s.confidence:4.0%}" if s.grounded and s.confidence is not None else " " * 10
         typer.echo(f"{s.rank:>3}  {s.score:.3f}  {found}  {cli_support.seconds(s.start_seconds)}-"
                    f"{cli_support.seconds(s.end_seconds)} s  {s.path}  {s.caption}")
 

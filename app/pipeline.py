@@ -327,23 +327,22 @@ class Pipeline:
     def _ask(self, video: str | os.PathLike[str], question: str, lib: index.Library | None) -> AskResult:
         """``ask`` in an opened library (None: none)."""
         info, path, video_id, batches, mode = self._question_context(video, question, lib)
-        answer = str(
-            self.lm.generate(
-                question_messages(batches, question),
-                max_new_tokens=self.options.answer_max_new_tokens,
-                do_sample=False,
-            )
+        answer = self.lm.answer(
+            question_messages(batches, question),
+            max_new_tokens=self.options.answer_max_new_tokens,
+            do_sample=False,
         )
-        spans = index.parse_spans(answer, duration_seconds=info.duration_seconds)
+        spans = index.parse_spans(answer.text, duration_seconds=info.duration_seconds)
         return AskResult(
             video_id=video_id,
             path=str(path),
             question=question,
-            answer=answer,
+            answer=answer.text,
             spans=tuple(SpanResult(s.start_seconds, s.end_seconds, s.caption) for s in spans),
             mode=mode,
             windows=tuple((float(b.seconds[0]), float(b.seconds[-1])) for b in batches if len(b)),
             model_id=self.model_id,
+            confidence=answer.confidence,
         )
 
     def ask_stream(
@@ -419,8 +418,10 @@ class Pipeline:
         by embedding, then the model is asked when the event happens in each of the ``ground``
         videos whose captions matched best (default ``options.localize_ground``; every video
         when the library has no more; 0: captions only). A video whose answer gives a span
-        gets that span as a hit (``grounded``), ahead of every caption hit, in the order of the
-        video's best caption score; its caption hits that overlap the span are dropped. A video
+        gets that span as a hit (``grounded``), ahead of every caption hit; grounded hits rank
+        by the answer's confidence (the probability of its least likely token: a model that
+        cannot place the event in a video guesses at its times), then by the video's best
+        caption score. That video's caption hits that overlap the span are dropped. A video
         whose answer has no span (the model finds no such event) keeps only its caption hits.
 
         Raises:
@@ -440,10 +441,11 @@ class Pipeline:
         k = k or self.options.search_k
         vector = self.embedder.embed([query])[0]
         hits = lib.search(vector, k, video_id=video_id).to_dicts()
-        grounded = [
-            g for v in self._videos_to_ground(lib, hits, video_id, ground)
-            if (g := self._ground_in(lib, v, query, hits)) is not None
-        ]
+        grounded = sorted(
+            (g for v in self._videos_to_ground(lib, hits, video_id, ground)
+             if (g := self._ground_in(lib, v, query, hits)) is not None),
+            key=lambda g: (-g["confidence"], -g["score"]),
+        )
         found = {g["video_id"]: (g["start_seconds"], g["end_seconds"]) for g in grounded}
         rows = grounded + [
             {**h, "grounded": False} for h in hits
@@ -460,6 +462,7 @@ class Pipeline:
                 score=float(r["score"]),
                 caption=r["caption"],
                 grounded=r["grounded"],
+                confidence=r.get("confidence"),
             )
             for rank, r in enumerate(rows[:k], start=1)
         ]
@@ -496,7 +499,7 @@ class Pipeline:
         return {
             "video_id": video_id, "path": result.path, "start_seconds": span.start_seconds,
             "end_seconds": span.end_seconds, "score": max((h["score"] for h in own), default=0.0),
-            "caption": result.answer, "grounded": True,
+            "caption": result.answer, "grounded": True, "confidence": result.confidence,
         }
 
     # ----- library chores ------------------------------------------------------------------

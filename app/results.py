@@ -97,6 +97,7 @@ class AskResult:
     mode: AskMode  # whole video in context, retrieved windows, or the whole video downsampled
     windows: tuple[tuple[float, float], ...]  # the spans of the video the model saw
     model_id: str
+    confidence: float = 1.0  # the probability of the answer's least likely token (vidlm.Answer)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class AskResult:
             "mode": self.mode,
             "windows": [[round(s, 3), round(e, 3)] for s, e in self.windows],
             "model_id": self.model_id,
+            "confidence": round(self.confidence, 4),
         }
 
 
@@ -116,8 +118,9 @@ class LocalizedSpan:
     """One ranked search hit: a span of a video with its caption and cosine score.
 
     ``grounded``: the span is the model's answer to when the query happens in that video
-    (``caption`` is the answer; ``score`` the video's best caption score); otherwise a stored
-    caption's span that matched the query.
+    (``caption`` is the answer; ``score`` the video's best caption score; ``confidence`` the
+    answer's, see ``AskResult``); otherwise a stored caption's span that matched the query
+    (``confidence`` None).
     """
 
     rank: int
@@ -128,6 +131,7 @@ class LocalizedSpan:
     score: float
     caption: str
     grounded: bool = False
+    confidence: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +143,7 @@ class LocalizedSpan:
             "score": round(self.score, 6),
             "caption": self.caption,
             "grounded": self.grounded,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
         }
 
 

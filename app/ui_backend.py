@@ -45,7 +45,7 @@ VIDEO_COLUMNS = {"video_id": pl.String, "path": pl.String, "duration_seconds": p
 SEGMENT_COLUMNS = {"start_seconds": pl.Float64, "end_seconds": pl.Float64, "caption": pl.String}
 HIT_COLUMNS = {"rank": pl.Int64, "video_id": pl.String, "path": pl.String,
                "start_seconds": pl.Float64, "end_seconds": pl.Float64, "score": pl.Float64,
-               "caption": pl.String, "grounded": pl.Boolean}
+               "caption": pl.String, "grounded": pl.Boolean, "confidence": pl.Float64}
 
 
 class BackendError(Exception):
@@ -269,7 +269,7 @@ class FakeBackend(_VideoFiles):
             rows.append({"rank": rank, "video_id": video["video_id"], "path": video["path"],
                          "start_seconds": 2.0 * rank, "end_seconds": 2.0 * rank + 3.0,
                          "score": round(0.9 / rank, 3), "caption": f"{query} ({video['video_id']})",
-                         "grounded": rank == 1})
+                         "grounded": rank == 1, "confidence": 0.62 if rank == 1 else None})
         return _typed(rows[:k], HIT_COLUMNS)
 
     def export(self, format: ExportFormat, video_id: str | None) -> ExportFile:

@@ -54,7 +54,10 @@ def show_hit(backend: AppBackend, hit: dict[str, Any]) -> None:
         text, player = st.columns([3, 2], gap="medium")
         with text:
             st.markdown(f"**#{hit['rank']} · {video_name(hit['path'], hit['video_id'])}**")
-            found = " &nbsp; · &nbsp; found by the model" if hit.get("grounded") else ""
+            found = ""
+            if hit.get("grounded"):
+                sure = hit.get("confidence")
+                found = " &nbsp; · &nbsp; found by the model" + ("" if sure is None else f", {sure:.0%} sure")
             st.markdown(f":material/schedule: {fmt_span(hit['start_seconds'], hit['end_seconds'])}"
                         f" &nbsp; · &nbsp; score {hit['score']:.3f}{found}")
             st.write(hit["caption"])

@@ -100,7 +100,9 @@ def test_mixed_folder_every_good_file_is_searchable_and_broken_ones_are_listed(i
         "score",
         "caption",
         "grounded",
+        "confidence",
     } <= found["results"][0].keys()
+    assert all((r["confidence"] is not None) == r["grounded"] for r in found["results"])
 
 
 def test_reingest_skips_unchanged_and_notices_touched_changed_and_deleted(
@@ -237,8 +239,10 @@ def test_ask_json_and_clip(tmp_path, ingested, tiny_model):
         "mode",
         "windows",
         "model_id",
+        "confidence",
     } <= doc.keys()
     assert doc["mode"] == "whole" and doc["path"] == str(video.absolute())
+    assert 0.0 < doc["confidence"] <= 1.0
     out = tmp_path / "clip.mp4"
     assert run("clip", str(video), "0.5", "1.5", str(out)).exit_code == 0
     assert out.stat().st_size > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ class ScriptedModel:
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.confidence: Callable[[str], float] = lambda text: 1.0  # of an answer, for ``answer``
 
     def __call__(self, messages, **kwargs) -> str:
         question = messages[0]["content"][-1]["text"]
@@ -55,8 +57,16 @@ def lm(tiny_model):
 
 @pytest.fixture
 def scripted(lm, monkeypatch) -> ScriptedModel:
+    """``generate`` scripted; ``answer`` writes what ``generate`` (as patched now) writes, with
+    the confidence ``fake.confidence`` gives that text (1.0 unless a test sets it)."""
     fake = ScriptedModel()
     monkeypatch.setattr(lm, "generate", fake)
+
+    def answer(messages, **kwargs) -> vidlm.Answer:
+        text = lm.generate(messages, **kwargs)
+        return vidlm.Answer(text, (0,), (float(np.log(fake.confidence(text))),))
+
+    monkeypatch.setattr(lm, "answer", answer)
     return fake
 
 
@@ -157,6 +167,45 @@ def test_localize_ranks_the_videos_where_the_model_finds_the_event_first(tmp_pat
     assert [h.path for h in again if h.path == str(gone.absolute())] == [h.path for h in hits if h.path == str(gone.absolute())]
 
 
+def test_localize_ranks_grounded_spans_by_the_answers_confidence(tmp_path, good_videos, lm, scripted):
+    """The model gives a span in every video; the surest answer ranks first, whatever the
+    captions' ranking, and each grounded hit carries its answer's confidence."""
+    folder = make_folder(tmp_path / "v", good_videos, broken=False)
+    pipe = Pipeline(lm=lm, library=tmp_path / "lib")
+    pipe.ingest_folder(folder)
+    query = "a blue square leaves to the right"
+    by_caption = pipe.localize(query, ground=0)
+    order = list(dict.fromkeys(h.path for h in by_caption))
+    assert len(order) == len(good_videos)
+    sure = dict(zip(order, (0.2, 0.9, 0.5), strict=True))  # the captions' best is the least sure
+    said = {p: f"From 0.{i + 1} to 1.5 seconds." for i, p in enumerate(order)}
+    asked_about: list[str] = []
+    real_ask, real_generate = pipe._ask, ScriptedModel.__call__
+
+    def ask(video, question, lib):
+        asked_about.append(lib.entry(video)["path"])
+        return real_ask(video, question, lib)
+
+    def generate(self, messages, **kwargs):
+        answer = real_generate(self, messages, **kwargs)
+        return said[asked_about[-1]] if "When does this happen?" in self.calls[-1]["question"] else answer
+
+    pipe._ask = ask
+    pipe.lm.generate = generate.__get__(scripted)
+    scripted.confidence = lambda text: next((sure[p] for p, t in said.items() if t == text), 1.0)
+    hits = pipe.localize(query)
+    grounded = [h for h in hits if h.grounded]
+    assert [h.path for h in grounded] == sorted(order, key=lambda p: -sure[p])
+    assert [h.confidence for h in grounded] == pytest.approx(sorted(sure.values(), reverse=True))
+    assert grounded[0].path != by_caption[0].path and hits[: len(grounded)] == grounded
+    assert all(h.confidence is None for h in hits if not h.grounded)
+    assert hits[0].to_json()["confidence"] == pytest.approx(0.9)
+    result = pipe._ask(by_caption[0].video_id, "Where?", pipe.open_library(None, create=False))
+    assert result.confidence == 1.0
+    result = pipe._ask(grounded[0].video_id, "It leaves. When does this happen?", pipe.open_library(None, create=False))
+    assert result.answer == said[order[1]] and result.confidence == pytest.approx(0.9) and result.to_json()["confidence"] == pytest.approx(0.9)
+
+
 def test_ask_whole_video_parses_the_answer_spans(tmp_path, good_videos, lm, scripted):
     pipe = Pipeline(lm=lm, library=tmp_path / "none")
     video = good_videos[0]
@@ -235,9 +284,9 @@ def test_generate_is_called_greedy(tmp_path, good_videos, lm, monkeypatch):
 
     def spy(messages, **kwargs):
         seen.update(kwargs)
-        return "From 0.5 to 1.0 seconds."
+        return vidlm.Answer("From 0.5 to 1.0 seconds.", (0,), (0.0,))
 
-    monkeypatch.setattr(lm, "generate", spy)
+    monkeypatch.setattr(lm, "answer", spy)
     Pipeline(lm=lm, library=tmp_path / "none").ask(good_videos[0], "when?")
     assert seen["do_sample"] is False and re.fullmatch(r"\d+", str(seen["max_new_tokens"]))
 

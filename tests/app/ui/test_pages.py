@@ -245,6 +245,7 @@ def test_search_lists_ranked_clips_each_playable_at_its_span(monkeypatch, video_
     assert "#1 · blue.mp4" in at.markdown[0].value
     found = [m.value for m in at.markdown if "found by the model" in m.value]
     assert hits[0]["grounded"] and not hits[1]["grounded"] and len(found) == 1 and "0:02" in found[0]
+    assert "62% sure" in found[0] and hits[1]["confidence"] is None
 
 
 def test_search_opens_a_hit_in_watch(monkeypatch, video_dir):
