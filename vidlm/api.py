@@ -106,11 +106,11 @@ class VideoLM:
     def _answers(self, messages: Messages, max_new_tokens: int | None, sampling: dict[str, Any]) -> list[Answer]:
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
-        steps = list(generate_steps(self.model, batch, config, **self._generation_caches()))
+        steps = list(generate_steps(self.model, batch, config, logprobs=True, **self._generation_caches()))
         if not steps:
             return [Answer("", (), ()) for _ in range(batch["input_ids"].shape[0])]
         rows = torch.stack([s.token for s in steps], dim=1).tolist()
-        logprobs = torch.stack([s.logprob for s in steps], dim=1).tolist()
+        logprobs = torch.stack([s.logprob for s in steps if s.logprob is not None], dim=1).tolist()
         answers = []
         for row, lps in zip(rows, logprobs, strict=True):
             text_ids = _until_stop(row, config.eos_token_ids)

@@ -348,12 +348,12 @@ def _start_cache(
 
 @dataclass(frozen=True)
 class Step:
-    """One decoding step: the chosen ids [B] and their log-probabilities [B] (float32) under
-    the model's next-token distribution, the raw logits' log-softmax (before penalties,
-    temperature and top-k/top-p: what the model believes, not how it was sampled)."""
+    """One decoding step: the chosen ids [B] and, when asked for, their log-probabilities [B]
+    (float32) under the model's next-token distribution, the raw logits' log-softmax (before
+    penalties, temperature and top-k/top-p: what the model believes, not how it was sampled)."""
 
     token: torch.Tensor
-    logprob: torch.Tensor
+    logprob: torch.Tensor | None = None
 
 
 def generate_ids(
@@ -374,9 +374,11 @@ def generate_steps(
     visual_cache: VisualCache | None = None,
     prefix_cache: PrefixCache | None = None,
     vision_chunk_pairs: int | None = None,
+    logprobs: bool = False,
 ) -> Iterator[Step]:
-    """Yield each step's token ids [B] and their log-probabilities (see ``Step``) until every
-    row hit a stop token or the limit; finished rows get the pad token, log-probability 0.
+    """Yield each step's token ids [B] (with ``logprobs``, their log-probabilities: see
+    ``Step``) until every row hit a stop token or the limit; finished rows get the pad token,
+    log-probability 0.
 
     With ``prefix_cache``, a single unpadded prompt starts from the longest kept prefix of an
     earlier prompt with the same pixels and is kept in turn for later ones.
@@ -409,7 +411,9 @@ def generate_steps(
         raw = logits.float()
         token = next_tokens(apply_penalties(raw, seen, generated, config), config, generator)
         token = token.masked_fill(finished, config.pad_token_id)
-        logprob = (raw.gather(1, token[:, None])[:, 0] - torch.logsumexp(raw, -1)).masked_fill(finished, 0.0)
+        logprob = None
+        if logprobs:
+            logprob = (raw.gather(1, token[:, None])[:, 0] - torch.logsumexp(raw, -1)).masked_fill(finished, 0.0)
         yield Step(token, logprob)
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == config.max_new_tokens - 1:
