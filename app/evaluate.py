@@ -66,6 +66,8 @@ class Tally:
     grounding_pred: list[list[index.Span]]
     grounding_truth: list[list[tuple[float, float]]]
     grounding_kinds: list[str | None] = field(default_factory=list)  # the event kind asked about, when known
+    # The spans of the other events of the asked one's kind in its video, when known (synthetic sets).
+    grounding_siblings: list[list[tuple[float, float]] | None] = field(default_factory=list)
     qa_total: int = 0
     qa_correct: int = 0
     events_true: int = 0
@@ -97,7 +99,7 @@ class Tally:
             "absent_accuracy": self.absent_correct / self.absent_total if self.absent_total else None,
             "absent_said_for_true": self.grounding_absent_said / len(self.grounding_truth) if self.grounding_truth else None,
             "absent_questions": self.absent_total,
-        } | self.by_kind()
+        } | self.by_kind() | self.by_siblings()
 
     def by_kind(self) -> dict[str, Any]:
         """``grounding_<kind>_{r1_at_0_5,miou,queries}`` for each event kind asked about (synthetic sets)."""
@@ -110,15 +112,40 @@ class Tally:
         return out
 
 
+    def by_siblings(self) -> dict[str, Any]:
+        """Grounding split by whether the video holds other events of the asked one's kind
+        ("the text "SALE" appears" beside "the text "EXIT" appears"), where only the asked
+        object, colour or word tells them apart: ``grounding_{r1_at_0_5,queries}_{with_siblings,
+        alone}``, and ``grounding_landed_on_sibling``, the share of the first group whose first
+        span lands on a sibling instead (IoU >= 0.5). Synthetic sets only."""
+        known = [i for i, sib in enumerate(self.grounding_siblings) if sib is not None]
+        if not known:
+            return {}
+        out: dict[str, Any] = {}
+        groups = {"with_siblings": [i for i in known if self.grounding_siblings[i]],
+                  "alone": [i for i in known if not self.grounding_siblings[i]]}
+        for name, rows in groups.items():
+            scores = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])
+            out |= {f"grounding_r1_at_0_5_{name}": scores["R1@0.5"] if rows else None, f"grounding_queries_{name}": len(rows)}
+        on_sibling = [
+            i for i in groups["with_siblings"] if self.grounding_pred[i] and any(
+                index.temporal_iou(self.grounding_pred[i][0].as_tuple(), sib) >= 0.5 for sib in self.grounding_siblings[i] or [])
+        ]
+        rows = groups["with_siblings"]
+        out["grounding_landed_on_sibling"] = len(on_sibling) / len(rows) if rows else None
+        return out
+
+
 def _ground(
     lm: Any, tally: Tally, frames, seconds, duration: float, query: str, truth: tuple[float, float],
-    kind: str | None = None,
+    kind: str | None = None, siblings: list[tuple[float, float]] | None = None,
 ) -> None:
     answer = ask(lm, frames, seconds, grounding_question(query), max_new_tokens=32)
     tally.grounding_absent_said += says_absent(answer)
     tally.grounding_pred.append(index.parse_spans(answer, duration_seconds=duration))
     tally.grounding_truth.append([truth])
     tally.grounding_kinds.append(kind)
+    tally.grounding_siblings.append(siblings)
     log.debug("grounding %r -> %r (truth %s)", query, answer, truth)
 
 
@@ -189,8 +216,10 @@ def evaluate_synthetic(
             rows = by_video[name]
             for row in rows:
                 if row["unique"]:
+                    siblings = [(r["start_seconds"], r["end_seconds"]) for r in rows
+                                if r["kind"] == row["kind"] and r["query"] != row["query"]]
                     _ground(lm, tally, frames, seconds, duration, row["query"], (row["start_seconds"], row["end_seconds"]),
-                            row["kind"])
+                            row["kind"], siblings)
             scene = make_scene(scene_seed(seed, i), world)
             for task in make_tasks(scene, seed=seed + i, per_kind=qa_per_video, kinds=("qa",)):
                 answer = ask(lm, frames, seconds, task.question, max_new_tokens=48)

@@ -114,6 +114,36 @@ def test_synthetic_grounding_is_scored_by_event_kind(lm, tmp_path, monkeypatch):
     assert result["r1_at_0_5"] == pytest.approx(1 - result[f"grounding_{missed}_queries"] / len(asked))
 
 
+def test_grounding_is_split_by_same_kind_siblings(lm, tmp_path, monkeypatch):
+    """A model that grounds by event kind alone: right where the video has one event of the
+    asked kind, on another event of that kind where it has several."""
+    rows = written_rows(tmp_path / "rows", seed=770)  # 7 of its 12 asked events have siblings
+    asked = [r for r in rows if r["unique"]]
+    sibling_of = {
+        evaluate.grounding_question(r["query"]): next(
+            (o for o in rows if o["kind"] == r["kind"] and o["query"] != r["query"]), None)
+        for r in asked
+    }
+    answer = oracle(tmp_path / "truth", seed=770)
+
+    def by_kind(*a, **k):
+        other = sibling_of.get(a[3])
+        return f"From {other['start_seconds']} to {other['end_seconds']} seconds." if other else answer(*a, **k)
+
+    monkeypatch.setattr(evaluate, "ask", by_kind)
+    result = evaluate.evaluate_synthetic(lm, seed=770, videos=1)
+    with_siblings = sum(v is not None for v in sibling_of.values())
+    assert 0 < with_siblings < len(asked)
+    assert result["grounding_queries_with_siblings"] == with_siblings
+    assert result["grounding_queries_alone"] == len(asked) - with_siblings
+    assert result["grounding_r1_at_0_5_alone"] == 1.0 and result["grounding_landed_on_sibling"] == 1.0
+    assert result["grounding_r1_at_0_5_with_siblings"] < 1.0  # only a sibling overlapping the truth scores
+    monkeypatch.setattr(evaluate, "ask", answer)
+    truth = evaluate.evaluate_synthetic(lm, seed=770, videos=1)
+    assert truth["grounding_r1_at_0_5_with_siblings"] == 1.0
+    assert truth["grounding_landed_on_sibling"] < 1.0
+
+
 def test_captions_with_the_right_spans_and_the_wrong_text_are_not_named(lm, tmp_path, monkeypatch):
     """``caption_recall`` matches spans only; ``caption_recall_named`` also wants each matched
     line to say its event: with every other line's text replaced, only the others count there."""
