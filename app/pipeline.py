@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -347,11 +347,15 @@ class Pipeline:
 
     def ask_stream(
         self, video: str | os.PathLike[str], question: str, *, library: LibraryArg = None
-    ) -> Iterator[str]:
-        """``ask``'s answer text in pieces as the model writes it (parse spans from the joined text)."""
+    ) -> vidlm.AnswerStream:
+        """``ask``'s answer text in pieces as the model writes it (parse spans from the joined
+        text); once all are read, the stream's ``answer`` has the answer's confidence.
+
+        Raises (on the call, before any piece): as ``ask``.
+        """
         lib = self.open_library(library, create=False, missing_ok=True)
         _, _, _, batches, _ = self._question_context(video, question, lib)
-        yield from self.lm.stream(
+        return self.lm.stream(
             question_messages(batches, question),
             max_new_tokens=self.options.answer_max_new_tokens,
             do_sample=False,

@@ -48,6 +48,21 @@ HIT_COLUMNS = {"rank": pl.Int64, "video_id": pl.String, "path": pl.String,
                "caption": pl.String, "grounded": pl.Boolean, "confidence": pl.Float64}
 
 
+class AnswerPieces(Iterator[str]):
+    """An answer's text pieces as the model writes them; ``confidence`` (the probability of its
+    least likely token, ``vidlm.Answer.confidence``) once all are read, else None."""
+
+    def __init__(self, pieces: Callable[[AnswerPieces], Iterator[str]]) -> None:
+        self.confidence: float | None = None
+        self._pieces = pieces(self)  # a generator that sets ``confidence`` when it ends
+
+    def __iter__(self) -> AnswerPieces:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+
 class BackendError(Exception):
     """A problem the person can fix; ``str(err)`` is the message for the page."""
 
@@ -105,7 +120,7 @@ class AppBackend(Protocol):
         """Ingest a folder; ``progress(fraction 0..1, text)`` as it goes."""
         ...
 
-    def ask_stream(self, video_id: str, question: str) -> Iterator[str]:
+    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
         """The answer to a question about one video, in pieces as they are generated."""
         ...
 
@@ -244,12 +259,16 @@ class FakeBackend(_VideoFiles):
         return IngestSummary({"ingested": 2, "skipped": 0, "failed": 1},
                              (("/videos/broken.mp4", "not a video: text file"),))
 
-    def ask_stream(self, video_id: str, question: str) -> Iterator[str]:
-        if self.scenario == "no-model":
-            raise ModelMissingError("The model is missing: the built-in checkpoint is not installed.")
-        self.asked.append((video_id, question))
-        for word in self.answer.split(" "):
-            yield word + " "
+    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
+        def pieces(out: AnswerPieces) -> Iterator[str]:
+            if self.scenario == "no-model":
+                raise ModelMissingError("The model is missing: the built-in checkpoint is not installed.")
+            self.asked.append((video_id, question))
+            for word in self.answer.split(" "):
+                yield word + " "
+            out.confidence = 0.62
+
+        return AnswerPieces(pieces)
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
         return parse_answer_spans(answer, duration_seconds)
@@ -354,11 +373,16 @@ class PipelineBackend(_VideoFiles):
         progress(1.0, "done")
         return IngestSummary(report.counts(), tuple((f.path, f.error or f.status or "") for f in report.failures))
 
-    def ask_stream(self, video_id: str, question: str) -> Iterator[str]:
-        if not question.strip():
-            raise BackendError("Type a question first.")
-        with self._lock, _model_errors():
-            yield from self.pipe.ask_stream(video_id, question)
+    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
+        def pieces(out: AnswerPieces) -> Iterator[str]:
+            if not question.strip():
+                raise BackendError("Type a question first.")
+            with self._lock, _model_errors():
+                stream = self.pipe.ask_stream(video_id, question)
+                yield from stream
+                out.confidence = None if stream.answer is None else stream.answer.confidence
+
+        return AnswerPieces(pieces)
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
         return parse_answer_spans(answer, duration_seconds)

@@ -2,7 +2,7 @@
 
 Session state: ``watch_video`` (the chosen video id), ``seek_seconds`` (where the player
 starts), ``seek_count`` (bumped on every seek so that seeking to the same second again
-still moves the player), ``chats`` (video id -> list of messages, each with its spans).
+still moves the player), ``chats`` (video id -> list of messages, each answer with its spans and confidence).
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ def show_chat(backend: AppBackend, video_id: str, duration: float | None) -> Non
                 st.markdown(message["content"] or "*(no answer)*")
                 if message["role"] == "assistant":
                     show_chips(video_id, i, message.get("spans", []))
+                    show_confidence(message.get("confidence"))
     question = st.chat_input("Ask about this video", key="question")
     if question:
         with box:
@@ -181,7 +182,8 @@ def answer_question(backend: AppBackend, video_id: str, duration: float | None, 
         st.markdown(question)
     with st.chat_message("assistant"):
         try:
-            answer = st.write_stream(backend.ask_stream(video_id, question))
+            stream = backend.ask_stream(video_id, question)
+            answer = st.write_stream(stream)
         except BackendError as err:
             st.error(str(err), icon=":material/error:")
             return
@@ -190,5 +192,13 @@ def answer_question(backend: AppBackend, video_id: str, duration: float | None, 
             st.caption("The model gave no answer.")
         spans = backend.spans(text, duration)
         history.append({"role": "user", "content": question})
-        history.append({"role": "assistant", "content": text, "spans": spans})
+        history.append({"role": "assistant", "content": text, "spans": spans, "confidence": stream.confidence})
         show_chips(video_id, len(history) - 1, spans)
+        show_confidence(stream.confidence)
+
+
+def show_confidence(confidence: float | None) -> None:
+    """How sure the model was of its answer, under it."""
+    if confidence is not None:
+        st.caption(f"{confidence:.0%} sure", help="The probability the model gave the least likely word of its "
+                   "answer: low when it had to guess somewhere, such as at a time it could not place.")

@@ -7,7 +7,7 @@
     text = lm.generate(messages, max_new_tokens=64)
 """
 
-from .api import Answer, VideoLM, load
+from .api import Answer, AnswerStream, VideoLM, load
 from .config import Qwen3VLConfig, RopeConfig, TextConfig, VisionConfig
 from .generate import GenerationConfig
 from .kv_cache import KVCache
@@ -19,6 +19,7 @@ from .weights import CheckpointError
 
 __all__ = [
     "Answer",
+    "AnswerStream",
     "PRESETS",
     "CheckpointError",
     "GenerationConfig",

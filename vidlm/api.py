@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .attention import AttnImplementation, resolve_attn_implementation
-from .generate import GenerationConfig, generate_ids, generate_steps
+from .generate import GenerationConfig, generate_steps
 from .model import Qwen3VL
 from .prefix_cache import PrefixCache
 from .processor import Processor, ProcessorConfig
@@ -52,6 +52,25 @@ class Answer:
         """The probability of the least likely token written (1.0 for no tokens): low when the
         model had to guess somewhere, e.g. at the times of a span it cannot place."""
         return math.exp(min(self.logprobs, default=0.0))
+
+
+class AnswerStream(Iterator[str]):
+    """``VideoLM.stream``'s text pieces, in order; ``answer`` is None until the last is read."""
+
+    def __init__(self, pieces: Generator[str, None, Answer]) -> None:
+        self._pieces = pieces
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> AnswerStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as done:
+            if self.answer is None:  # a spent generator stops again with no value
+                self.answer = done.value
+            raise
 
 
 @dataclass
@@ -119,26 +138,37 @@ class VideoLM:
                 self.tokenizer.decode(text_ids, skip_special_tokens=True), tuple(row[:n]), tuple(lps[:n])))
         return answers
 
-    def stream(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> Iterator[str]:
-        """Yield the answer to one conversation in text pieces as tokens are generated."""
+    def stream(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> AnswerStream:
+        """The answer to one conversation in text pieces as tokens are generated (iterate the
+        result); once every piece is read, its ``answer`` is what ``answer()`` returns."""
         if not _is_single(messages):
             raise ValueError("stream() takes one conversation; use generate() for a batch")
+        return AnswerStream(self._stream(messages, max_new_tokens, sampling))
+
+    def _stream(
+        self, messages: Conversation, max_new_tokens: int | None, sampling: dict[str, Any]
+    ) -> Generator[str, None, Answer]:
         batch = self.prepare(messages)
         config = self.generation_config.updated(max_new_tokens=max_new_tokens, **sampling)
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=True)
-        for token in generate_ids(self.model, batch, config, **self._generation_caches()):
-            token_id = int(token[0])
-            if token_id in config.eos_token_ids:
+        ids: list[int] = []
+        logprobs: list[float] = []
+        for step in generate_steps(self.model, batch, config, logprobs=True, **self._generation_caches()):
+            ids.append(int(step.token[0]))
+            logprobs.append(float(step.logprob[0]) if step.logprob is not None else 0.0)
+            if ids[-1] in config.eos_token_ids:
                 break
-            piece = decoder.push(token_id)
+            piece = decoder.push(ids[-1])
             if piece:
                 yield piece
         tail = decoder.finish()
         if tail:
             yield tail
+        text = self.tokenizer.decode(_until_stop(ids, config.eos_token_ids), skip_special_tokens=True)
+        return Answer(text, tuple(ids), tuple(logprobs))
 
     def _generation_caches(self) -> dict[str, Any]:
-        """The chunking and cache settings ``generate_ids`` takes from this object."""
+        """The chunking and cache settings ``generate_steps`` takes from this object."""
         return dict(
             prefill_chunk_size=self.prefill_chunk_size, visual_cache=self.visual_cache,
             prefix_cache=self.prefix_cache, vision_chunk_pairs=self.vision_chunk_pairs,

@@ -296,5 +296,9 @@ def test_ask_stream_pieces_join_to_the_ask_answer(tiny_model, good_videos):
 
     pipe = Pipeline(model=tiny_model)
     question = "When does the red circle enter?"
-    answer = pipe.ask(good_videos[0], question).answer
-    assert "".join(pipe.ask_stream(good_videos[0], question)) == answer
+    asked = pipe.ask(good_videos[0], question)
+    stream = pipe.ask_stream(good_videos[0], question)
+    assert "".join(stream) == asked.answer
+    assert stream.answer is not None and stream.answer.confidence == pytest.approx(asked.confidence, rel=1e-4)
+    with pytest.raises(ValueError, match="question"):  # on the call, before any piece
+        pipe.ask_stream(good_videos[0], " ")

@@ -126,7 +126,14 @@ def test_stream_pieces_join_to_the_generated_text(lm):
     msg = video_message("Describe it.", seed=1)
     text = lm.generate(msg, max_new_tokens=12, **GREEDY)
     assert isinstance(text, str) and text
-    assert "".join(lm.stream(msg, max_new_tokens=12, **GREEDY)) == text
+    stream = lm.stream(msg, max_new_tokens=12, **GREEDY)
+    first = next(stream)
+    assert stream.answer is None  # not before the last piece is read
+    assert first + "".join(stream) == text
+    want = lm.answer(msg, max_new_tokens=12, **GREEDY)
+    assert stream.answer is not None and (stream.answer.text, stream.answer.token_ids) == (want.text, want.token_ids)
+    assert stream.answer.logprobs == pytest.approx(want.logprobs, abs=1e-5)
+    assert list(stream) == [] and stream.answer.text == text  # read again: stays
 
 
 def test_padded_batch_equals_each_conversation_alone(lm):

@@ -7,6 +7,7 @@ Screenshots go to ``artifacts/ui/`` (or ``$VIDLM_TEST_ARTIFACTS``). Skips only w
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -205,6 +206,7 @@ def test_real_pipeline_library_ask_and_search(tmp_path, real_library):
         answer = page.get_by_test_id("stChatMessage").nth(1).inner_text()
         spans = parse_spans(answer)
         assert spans, f"the built-in model answered a grounding question without a time: {answer!r}"
+        assert re.search(r"\b\d{1,3}% sure\b", answer), f"no confidence under the answer: {answer!r}"
         # Park the player away from the answer, then the chip must bring it back.
         page.evaluate("() => { const v = document.querySelector('video'); v.currentTime = v.duration; }")
         page.wait_for_function("() => document.querySelector('video').currentTime > 0", timeout=UI_TIMEOUT_MS)

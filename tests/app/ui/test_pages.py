@@ -164,6 +164,7 @@ def test_ask_streams_an_answer_whose_chips_seek_the_player(monkeypatch, video_di
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert history[1]["content"].strip().startswith("The red circle enters from 12.0 to 15.5 seconds")
     assert history[1]["spans"] == [(12.0, 15.5), (17.0, 17.0)]
+    assert history[1]["confidence"] == 0.62 and "62% sure" in [c.value for c in at.caption]
     chips = [b for b in at.button if b.key and b.key.startswith("chip-blue-1-")]
     assert [c.label for c in chips] == ["0:12.0–0:15.5", "0:17.0"]
     at.button(key="chip-blue-1-1").click().run()
