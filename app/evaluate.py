@@ -111,7 +111,6 @@ class Tally:
                     f"grounding_{kind}_queries": len(rows)}
         return out
 
-
     def by_siblings(self) -> dict[str, Any]:
         """Grounding split by whether the video holds other events of the asked one's kind
         ("the text "SALE" appears" beside "the text "EXIT" appears"), where only the asked
@@ -125,14 +124,15 @@ class Tally:
         groups = {"with_siblings": [i for i in known if self.grounding_siblings[i]],
                   "alone": [i for i in known if not self.grounding_siblings[i]]}
         for name, rows in groups.items():
-            scores = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])
-            out |= {f"grounding_r1_at_0_5_{name}": scores["R1@0.5"] if rows else None, f"grounding_queries_{name}": len(rows)}
-        on_sibling = [
-            i for i in groups["with_siblings"] if self.grounding_pred[i] and any(
-                index.temporal_iou(self.grounding_pred[i][0].as_tuple(), sib) >= 0.5 for sib in self.grounding_siblings[i] or [])
-        ]
+            r1 = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])["R1@0.5"]
+            out |= {f"grounding_r1_at_0_5_{name}": r1 if rows else None, f"grounding_queries_{name}": len(rows)}
         rows = groups["with_siblings"]
-        out["grounding_landed_on_sibling"] = len(on_sibling) / len(rows) if rows else None
+        landed = sum(
+            bool(self.grounding_pred[i]) and any(
+                index.temporal_iou(self.grounding_pred[i][0].as_tuple(), sib) >= 0.5 for sib in self.grounding_siblings[i] or [])
+            for i in rows
+        )
+        out["grounding_landed_on_sibling"] = landed / len(rows) if rows else None
         return out
 
 
