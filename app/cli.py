@@ -239,6 +239,7 @@ def ask(
     typer.echo(result.answer.strip())
     for span in result.spans:
         typer.echo(f"  [{cli_support.seconds(span.start_seconds)} - {cli_support.seconds(span.end_seconds)} s]")
+    typer.echo(f"  ({result.confidence:.0%} sure)")
 
 
 @cli.command()

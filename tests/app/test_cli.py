@@ -243,6 +243,10 @@ def test_ask_json_and_clip(tmp_path, ingested, tiny_model):
     } <= doc.keys()
     assert doc["mode"] == "whole" and doc["path"] == str(video.absolute())
     assert 0.0 < doc["confidence"] <= 1.0
+    text = run("ask", str(video), "When does something move?", "--library", str(library),
+               "--model", str(tiny_model), *TOKENS)
+    assert text.exit_code == 0 and text.stdout.startswith(doc["answer"].strip())
+    assert text.stdout.splitlines()[-1] == f"  ({doc['confidence']:.0%} sure)"
     out = tmp_path / "clip.mp4"
     assert run("clip", str(video), "0.5", "1.5", str(out)).exit_code == 0
     assert out.stat().st_size > 0
