@@ -75,7 +75,7 @@ class AnswerStream(Iterator[str]):
 
 @dataclass
 class VideoLM:
-    """A loaded model with its processor; ``generate`` / ``stream`` answer chat messages."""
+    """A loaded model with its processor; ``generate``, ``answer`` and ``stream`` answer chat messages."""
 
     model: Qwen3VL
     processor: Processor
