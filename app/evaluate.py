@@ -101,12 +101,16 @@ class Tally:
             "absent_questions": self.absent_total,
         } | self.by_kind() | self.by_siblings()
 
+    def grounding_scores_of(self, rows: list[int]) -> dict[str, float]:
+        """``index.grounding_scores`` of the grounding queries at ``rows``."""
+        return index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])
+
     def by_kind(self) -> dict[str, Any]:
         """``grounding_<kind>_{r1_at_0_5,miou,queries}`` for each event kind asked about (synthetic sets)."""
         out: dict[str, Any] = {}
         for kind in sorted({k for k in self.grounding_kinds if k is not None}):
             rows = [i for i, k in enumerate(self.grounding_kinds) if k == kind]
-            scores = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])
+            scores = self.grounding_scores_of(rows)
             out |= {f"grounding_{kind}_r1_at_0_5": scores["R1@0.5"], f"grounding_{kind}_miou": scores["mIoU"],
                     f"grounding_{kind}_queries": len(rows)}
         return out
@@ -124,8 +128,8 @@ class Tally:
         groups = {"with_siblings": [i for i in known if self.grounding_siblings[i]],
                   "alone": [i for i in known if not self.grounding_siblings[i]]}
         for name, rows in groups.items():
-            r1 = index.grounding_scores([self.grounding_pred[i] for i in rows], [self.grounding_truth[i] for i in rows])["R1@0.5"]
-            out |= {f"grounding_r1_at_0_5_{name}": r1 if rows else None, f"grounding_queries_{name}": len(rows)}
+            r1 = self.grounding_scores_of(rows)["R1@0.5"] if rows else None
+            out |= {f"grounding_r1_at_0_5_{name}": r1, f"grounding_queries_{name}": len(rows)}
         rows = groups["with_siblings"]
         landed = sum(
             bool(self.grounding_pred[i]) and any(

@@ -12,13 +12,14 @@ pages show it with ``st.error``/``st.info`` instead of a traceback.
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -28,6 +29,7 @@ import polars as pl
 import index
 
 if TYPE_CHECKING:
+    import vidlm
     from app.pipeline import Pipeline
     from app.results import PipelineEvent
 
@@ -46,21 +48,6 @@ SEGMENT_COLUMNS = {"start_seconds": pl.Float64, "end_seconds": pl.Float64, "capt
 HIT_COLUMNS = {"rank": pl.Int64, "video_id": pl.String, "path": pl.String,
                "start_seconds": pl.Float64, "end_seconds": pl.Float64, "score": pl.Float64,
                "caption": pl.String, "grounded": pl.Boolean, "confidence": pl.Float64}
-
-
-class AnswerPieces(Iterator[str]):
-    """An answer's text pieces as the model writes them; ``confidence`` (the probability of its
-    least likely token, ``vidlm.Answer.confidence``) once all are read, else None."""
-
-    def __init__(self, pieces: Callable[[AnswerPieces], Iterator[str]]) -> None:
-        self.confidence: float | None = None
-        self._pieces = pieces(self)  # a generator that sets ``confidence`` when it ends
-
-    def __iter__(self) -> AnswerPieces:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._pieces)
 
 
 class BackendError(Exception):
@@ -120,8 +107,9 @@ class AppBackend(Protocol):
         """Ingest a folder; ``progress(fraction 0..1, text)`` as it goes."""
         ...
 
-    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
-        """The answer to a question about one video, in pieces as they are generated."""
+    def ask_stream(self, video_id: str, question: str) -> vidlm.AnswerStream:
+        """The answer to a question about one video, in pieces as they are generated; once
+        all are read, the stream's ``answer`` (``confidence``: how sure the model was)."""
         ...
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
@@ -259,16 +247,18 @@ class FakeBackend(_VideoFiles):
         return IngestSummary({"ingested": 2, "skipped": 0, "failed": 1},
                              (("/videos/broken.mp4", "not a video: text file"),))
 
-    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
-        def pieces(out: AnswerPieces) -> Iterator[str]:
+    def ask_stream(self, video_id: str, question: str) -> vidlm.AnswerStream:
+        import vidlm
+
+        def pieces() -> Generator[str, None, vidlm.Answer]:
             if self.scenario == "no-model":
                 raise ModelMissingError("The model is missing: the built-in checkpoint is not installed.")
             self.asked.append((video_id, question))
             for word in self.answer.split(" "):
                 yield word + " "
-            out.confidence = 0.62
+            return vidlm.Answer(self.answer, (0,), (math.log(0.62),))
 
-        return AnswerPieces(pieces)
+        return vidlm.AnswerStream(pieces())
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
         return parse_answer_spans(answer, duration_seconds)
@@ -373,16 +363,18 @@ class PipelineBackend(_VideoFiles):
         progress(1.0, "done")
         return IngestSummary(report.counts(), tuple((f.path, f.error or f.status or "") for f in report.failures))
 
-    def ask_stream(self, video_id: str, question: str) -> AnswerPieces:
-        def pieces(out: AnswerPieces) -> Iterator[str]:
+    def ask_stream(self, video_id: str, question: str) -> vidlm.AnswerStream:
+        import vidlm
+
+        def pieces() -> Generator[str, None, vidlm.Answer | None]:
             if not question.strip():
                 raise BackendError("Type a question first.")
             with self._lock, _model_errors():
                 stream = self.pipe.ask_stream(video_id, question)
                 yield from stream
-                out.confidence = None if stream.answer is None else stream.answer.confidence
+                return stream.answer
 
-        return AnswerPieces(pieces)
+        return vidlm.AnswerStream(pieces())
 
     def spans(self, answer: str, duration_seconds: float | None) -> list[tuple[float, float]]:
         return parse_answer_spans(answer, duration_seconds)

@@ -192,9 +192,10 @@ def answer_question(backend: AppBackend, video_id: str, duration: float | None, 
             st.caption("The model gave no answer.")
         spans = backend.spans(text, duration)
         history.append({"role": "user", "content": question})
-        history.append({"role": "assistant", "content": text, "spans": spans, "confidence": stream.confidence})
+        confidence = None if stream.answer is None else stream.answer.confidence
+        history.append({"role": "assistant", "content": text, "spans": spans, "confidence": confidence})
         show_chips(video_id, len(history) - 1, spans)
-        show_confidence(stream.confidence)
+        show_confidence(confidence)
 
 
 def show_confidence(confidence: float | None) -> None:

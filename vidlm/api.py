@@ -57,7 +57,7 @@ class Answer:
 class AnswerStream(Iterator[str]):
     """``VideoLM.stream``'s text pieces, in order; ``answer`` is None until the last is read."""
 
-    def __init__(self, pieces: Generator[str, None, Answer]) -> None:
+    def __init__(self, pieces: Generator[str, None, Answer | None]) -> None:
         self._pieces = pieces
         self.answer: Answer | None = None
 
@@ -130,13 +130,14 @@ class VideoLM:
             return [Answer("", (), ()) for _ in range(batch["input_ids"].shape[0])]
         rows = torch.stack([s.token for s in steps], dim=1).tolist()
         logprobs = torch.stack([s.logprob for s in steps if s.logprob is not None], dim=1).tolist()
-        answers = []
-        for row, lps in zip(rows, logprobs, strict=True):
-            text_ids = _until_stop(row, config.eos_token_ids)
-            n = min(len(text_ids) + 1, len(row))  # through the stop token; padding after it is not written
-            answers.append(Answer(
-                self.tokenizer.decode(text_ids, skip_special_tokens=True), tuple(row[:n]), tuple(lps[:n])))
-        return answers
+        return [self._answer_of(row, lps, config.eos_token_ids) for row, lps in zip(rows, logprobs, strict=True)]
+
+    def _answer_of(self, ids: list[int], logprobs: list[float], stop: tuple[int, ...]) -> Answer:
+        """The Answer for generated ``ids``: its text up to the first stop token, its tokens
+        through it (the padding of a finished batch row after it was not written)."""
+        text_ids = _until_stop(ids, stop)
+        n = min(len(text_ids) + 1, len(ids))
+        return Answer(self.tokenizer.decode(text_ids, skip_special_tokens=True), tuple(ids[:n]), tuple(logprobs[:n]))
 
     def stream(self, messages: Conversation, *, max_new_tokens: int | None = None, **sampling: Any) -> AnswerStream:
         """The answer to one conversation in text pieces as tokens are generated (iterate the
@@ -164,8 +165,7 @@ class VideoLM:
         tail = decoder.finish()
         if tail:
             yield tail
-        text = self.tokenizer.decode(_until_stop(ids, config.eos_token_ids), skip_special_tokens=True)
-        return Answer(text, tuple(ids), tuple(logprobs))
+        return self._answer_of(ids, logprobs, config.eos_token_ids)
 
     def _generation_caches(self) -> dict[str, Any]:
         """The chunking and cache settings ``generate_steps`` takes from this object."""
