@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -143,14 +144,22 @@ def build_model(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    head_optional: bool = False,
 ) -> Qwen3VL:
     """Build ``Qwen3VL`` from a checkpoint folder (strict).
+
+    ``head_optional``: a checkpoint without ``lm_head.weight`` loads with the head tied to the
+    embeddings (embedding models, which never use the head, may be exported without one).
 
     Raises:
         CheckpointError: bad config, missing/unexpected keys, wrong shapes, missing files.
     """
     config, raw = read_config(folder)
-    model = model_from_state(config, load_state_dict(folder, config, raw, dtype), folder)
+    state = load_state_dict(folder, config, raw, dtype)
+    if head_optional and "lm_head.weight" not in state and not config.tie_word_embeddings:
+        log.info("%s has no lm_head.weight; tying the unused head to the embeddings", folder)
+        config = replace(config, tie_word_embeddings=True)
+    model = model_from_state(config, state, folder)
     model = model.to(device).eval()
     log.info("loaded %s (%s, %.1fM parameters)", folder, config.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6)
