@@ -175,6 +175,7 @@ def _bar_callback(bar: tqdm):
 
 _LIBRARY = typer.Option(None, "--library", help=cli_support.LIBRARY_HELP)
 _MODEL = typer.Option(None, "--model", help=cli_support.MODEL_HELP)
+_EMBEDDER = typer.Option(None, "--embedder", envvar="VIDLM_EMBEDDER", help=cli_support.EMBEDDER_HELP)
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
 _DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 or auto.")
 _JSON = typer.Option(False, "--json", help="Print one JSON object (schema in the README).")
@@ -188,6 +189,7 @@ def ingest(
     folder: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
     library: Path | None = _LIBRARY,
     model: str | None = _MODEL,
+    embedder: str | None = _EMBEDDER,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Caption tokens per window (default 512)."),
@@ -202,7 +204,7 @@ def ingest(
 ) -> None:
     """Ingest a folder into the library: captions with times, searchable. Exit 1 if files failed."""
     on_ray = cli_support.ray_options(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
-    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library,
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder,
                                      caption_max_new_tokens=max_new_tokens, window_seconds=window_seconds, fps=fps)
     with cli_support.exit_codes(library), tqdm(unit="file", desc="ingest", disable=None) as bar:
         report = pipe.ingest_folder(folder, progress=cli_support.file_progress(bar), retry_failed=retry_failed,
@@ -223,13 +225,14 @@ def ask(
     question: str = typer.Argument(..., help="The question, e.g. 'When does the dog jump?'."),
     library: Path | None = _LIBRARY,
     model: str | None = _MODEL,
+    embedder: str | None = _EMBEDDER,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Answer tokens (default 128)."),
     as_json: bool = _JSON,
 ) -> None:
     """Answer a question about one video, with the time spans found in the answer."""
-    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library,
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder,
                                      answer_max_new_tokens=max_new_tokens)
     with cli_support.exit_codes(library):
         result = pipe.ask(video, question)
@@ -254,12 +257,13 @@ def localize(
     ),
     library: Path | None = _LIBRARY,
     model: str | None = _MODEL,
+    embedder: str | None = _EMBEDDER,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
     as_json: bool = _JSON,
 ) -> None:
     """Find the spans of the library (or one video) that match a description, best first."""
-    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library)
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder)
     with cli_support.exit_codes(library):
         spans = pipe.localize(query, video=video, k=k, ground=ground)
     if as_json:
@@ -326,9 +330,14 @@ def status(library: Path | None = _LIBRARY, as_json: bool = _JSON) -> None:
 
 
 @cli.command()
-def rebuild(library: Path | None = _LIBRARY) -> None:
-    """Re-embed every caption and rewrite the vectors and manifest of a damaged library."""
-    pipe = cli_support.make_pipeline(library=library)
+def rebuild(
+    library: Path | None = _LIBRARY,
+    embedder: str | None = _EMBEDDER,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+) -> None:
+    """Re-embed every segment and rewrite the vectors and manifest (a damaged library, or another embedder)."""
+    pipe = cli_support.make_pipeline(library=library, embedder=embedder, device=device, dtype=dtype)
     with cli_support.exit_codes(library):
         result = pipe.rebuild().to_json()
     typer.echo(f"{result['library']}: rebuilt {result['segments']} vectors")
@@ -342,11 +351,13 @@ def serve(
     library: Path | None = typer.Option(None, "--library", help="Library folder; default $VIDLM_LIBRARY or the per-user library."),
     model: str | None = typer.Option(None, "--model", help="Model folder or hub id; default the built-in model."),
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
+    embedder: str | None = _EMBEDDER,
 ) -> None:
     """Start the web app (Library, Watch & ask, Search, Export) on http://127.0.0.1:PORT."""
     from app.serve import serve as run_server
 
-    raise typer.Exit(run_server(library=library, model=model, port=port))
+    extra = {"VIDLM_EMBEDDER": embedder} if embedder else None
+    raise typer.Exit(run_server(library=library, model=model, port=port, extra_env=extra))
 
 
 @cli.command()

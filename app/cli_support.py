@@ -25,6 +25,11 @@ LIBRARY_HELP = (
     "(Linux: ~/.local/share/vidlm/library)."
 )
 MODEL_HELP = "Model folder or hub id; default the built-in model."
+EMBEDDER_HELP = (
+    "Qwen3-VL-Embedding folder or hub id: the library's vectors embed each segment's clip with its "
+    "caption, and queries search what the videos show (default: the offline MiniLM caption embedder). "
+    "A library keeps the embedder it was built with; name the same one on every command."
+)
 
 
 def error(message: str, code: int) -> typer.Exit:
@@ -74,6 +79,7 @@ def make_pipeline(
     device: str = "cpu",
     dtype: str = "float32",
     library: Path | None = None,
+    embedder: str | None = None,
     **options: Any,
 ):  # noqa: ANN201 - app.pipeline.Pipeline, imported lazily to keep --help instant
     """A ``Pipeline`` with the command's options (None options keep the defaults)."""
@@ -81,7 +87,8 @@ def make_pipeline(
 
     chosen = {k: v for k, v in options.items() if v is not None}
     return Pipeline(
-        model=model, device=device, dtype=dtype, library=library, options=PipelineOptions(**chosen)
+        model=model, device=device, dtype=dtype, library=library, options=PipelineOptions(**chosen),
+        embedder_model=embedder,
     )
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 import index
@@ -111,7 +112,7 @@ def _one_file(
         lib.upsert_video(entry)
         lib.commit()
         return FileOutcome(str(path), video_id, "failed", "error", entry.error_message)
-    vectors = pipe.embedder.embed([s.caption for s in result.segments]) if result.segments else None
+    vectors = segment_vectors(pipe, path, result.segments)
     entry = ok_entry(
         pipe.model_id,
         row,
@@ -127,6 +128,14 @@ def _one_file(
     return FileOutcome(
         str(path), video_id, action, entry.status, entry.error_message, len(result.segments)
     )
+
+
+def segment_vectors(pipe: Pipeline, path: Path, segments: list[index.Segment]) -> np.ndarray | None:
+    """The embedder's vectors for a file's segments (None when it has none)."""
+    if not segments:
+        return None
+    docs = [index.SegmentDocument(str(path), s.start_seconds, s.end_seconds, s.caption) for s in segments]
+    return index.segment_vectors(pipe.embedder, docs)
 
 
 def skip_file(lib: index.Library, row: dict, previous: dict, *, touched: bool) -> FileOutcome:

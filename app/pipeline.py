@@ -22,6 +22,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,9 @@ class PipelineOptions:
         search_k: spans returned by ``localize``.
         localize_ground: videos in which ``localize`` asks the model to ground the query itself
             (the best by caption search; 0: caption search only).
+        clip_fps, clip_max_frames, clip_max_tokens, clip_min_seconds: how a multimodal
+            embedder (``embedder_model``) sees a segment: its span widened to at least
+            ``clip_min_seconds``, sampled at ``clip_fps`` within those frame and token budgets.
     """
 
     fps: float = 2.0
@@ -95,9 +99,13 @@ class PipelineOptions:
     localize_ground: int = 5
     visual_disk_cache: bool = True
     prefix_cache_bytes: int = 1 << 30
+    clip_fps: float = 2.0
+    clip_max_frames: int = 64
+    clip_max_tokens: int = 4096
+    clip_min_seconds: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("fps", "window_seconds", "retrieve_pad_seconds"):
+        for name in ("fps", "window_seconds", "retrieve_pad_seconds", "clip_fps", "clip_min_seconds"):
             if not getattr(self, name) >= 0 or (
                 name != "retrieve_pad_seconds" and getattr(self, name) == 0
             ):
@@ -111,6 +119,8 @@ class PipelineOptions:
             "retrieve_k",
             "frame_cache_size",
             "search_k",
+            "clip_max_frames",
+            "clip_max_tokens",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -174,14 +184,17 @@ class FrameCache:
 class Pipeline:
     """Ingest folders into a library, ask questions about videos, localize events, export.
 
-    The model and the caption embedder load on first use.
+    The model and the embedder load on first use.
 
     Args:
         model: checkpoint folder or hub id; None for the built-in model.
-        device, dtype: passed to ``vidlm.load``.
+        device, dtype: passed to ``vidlm.load`` (and ``vidlm.load_embedder``).
         library: default library folder (``app.paths.default_library_path()`` when None).
         options: pipeline knobs.
         lm, embedder: already-loaded objects to use instead of loading (tests, the web app).
+        embedder_model: a Qwen3-VL-Embedding checkpoint (folder or hub id) to embed segments
+            from their clips and captions (``app.embedders.ClipEmbedder``); None: the offline
+            MiniLM caption embedder.
     """
 
     def __init__(
@@ -194,6 +207,7 @@ class Pipeline:
         options: PipelineOptions | None = None,
         lm: vidlm.VideoLM | None = None,
         embedder: index.Embedder | None = None,
+        embedder_model: str | os.PathLike[str] | None = None,
     ) -> None:
         self.model_name = model
         self.device = device
@@ -202,6 +216,7 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self._lm = lm
         self._embedder = embedder
+        self.embedder_model = embedder_model
         self.frames = FrameCache(max_items=self.options.frame_cache_size)
         self._probes: dict[tuple[str, int, int], ingest.VideoInfo] = {}
 
@@ -222,9 +237,12 @@ class Pipeline:
 
     @property
     def embedder(self) -> index.Embedder:
-        """The caption embedder (offline MiniLM unless one was given)."""
+        """The library's embedder: the clip embedder of ``embedder_model``, else offline MiniLM."""
         if self._embedder is None:
-            self._embedder = index.MiniLMEmbedder()
+            if self.embedder_model is None:
+                self._embedder = index.MiniLMEmbedder()
+            else:
+                self._embedder = self._clip_embedder(self.embedder_model)
         return self._embedder
 
     @property
@@ -257,6 +275,34 @@ class Pipeline:
         """``vidlm``'s video reader: the whole video under the policy, [T, H, W, 3] + seconds."""
         batch = self.frames_for(ingest.plan(self.probe(path), self.policy()))
         return batch.to_hwc(), batch.seconds
+
+    def read_clip(
+        self, path: str | os.PathLike[str], start_seconds: float, end_seconds: float, *, policy: ingest.SamplingPolicy
+    ) -> ingest.FrameBatch:
+        """A segment's frames under ``policy``, its span widened to ``options.clip_min_seconds``.
+
+        Raises:
+            ingest.VideoError: the file cannot be probed or decoded.
+            OSError: the file is gone.
+        """
+        from app.embedders import clip_span
+
+        info = self.probe(path)
+        lo, hi = clip_span(start_seconds, end_seconds, min_seconds=self.options.clip_min_seconds,
+                           last_seconds=info.last_frame_seconds)
+        return ingest.decode(info.path, ingest.plan(info, policy, start_seconds=lo, end_seconds=hi))
+
+    def _clip_embedder(self, name: str | os.PathLike[str]) -> index.Embedder:
+        """``ClipEmbedder`` of a Qwen3-VL-Embedding checkpoint, its clips sampled by ``clip_*``."""
+        import vidlm
+        from app.embedders import ClipEmbedder
+
+        model = vidlm.load_embedder(name, device=self.device, dtype=self.dtype)
+        knobs = replace(self.options, fps=self.options.clip_fps, max_frames=self.options.clip_max_frames,
+                        max_video_tokens=self.options.clip_max_tokens)
+        context = int(model.model.config.text.max_position_embeddings)
+        policy = sampling_policy(model.processor.config, knobs, context_tokens=context)
+        return ClipEmbedder(model, partial(self.read_clip, policy=policy))
 
     # ----- ingest --------------------------------------------------------------------------
 
@@ -397,7 +443,7 @@ class Pipeline:
         if lib is None or lib.entry(video_id) is None or lib.segments_of(video_id).height == 0:
             return []
         self._check_embedder(lib)
-        query = self.embedder.embed([question])[0]
+        query = index.query_vectors(self.embedder, [question])[0]
         hits = lib.search(query, self.options.retrieve_k, video_id=video_id)
         pad = self.options.retrieve_pad_seconds
         last = info.last_frame_seconds
@@ -443,7 +489,7 @@ class Pipeline:
         self._check_embedder(lib)
         video_id = resolve_video(video, lib)[1] if video is not None else None
         k = k or self.options.search_k
-        vector = self.embedder.embed([query])[0]
+        vector = index.query_vectors(self.embedder, [query])[0]
         hits = lib.search(vector, k, video_id=video_id).to_dicts()
         grounded = sorted(
             (g for v in self._videos_to_ground(lib, hits, video_id, ground)
@@ -546,7 +592,8 @@ class Pipeline:
         return library_status(self.open_library(library, create=False))
 
     def rebuild(self, *, library: LibraryArg = None) -> LibraryStatus:
-        """Re-embed every caption and rewrite vectors + manifest (after a damaged vectors file)."""
+        """Re-embed every segment with this pipeline's embedder and rewrite vectors + manifest
+        (after a damaged vectors file, or to switch the library to another embedder)."""
         folder = Path(library) if library is not None else self.library_path
         return library_status(index.rebuild_vectors(folder, self.embedder))
 
@@ -568,9 +615,13 @@ class Pipeline:
 
     def _check_embedder(self, lib: index.Library) -> None:
         if lib.embedder_id != self.embedder.id or lib.dimension != self.embedder.dim:
+            from app.embedders import EMBEDDER_ID_PREFIX
+
+            how = (f"pass --embedder {lib.embedder_id.removeprefix(EMBEDDER_ID_PREFIX).removesuffix('+frames')}"
+                   if lib.embedder_id.startswith(EMBEDDER_ID_PREFIX) else "use that embedder")
             raise index.LibraryMismatchError(
                 f"library {lib.path} was built with embedder {lib.embedder_id!r}, this pipeline "
-                f"uses {self.embedder.id!r}; use that embedder or run `vidlm rebuild`"
+                f"uses {self.embedder.id!r}; {how}, or run `vidlm rebuild` to re-embed it with this one"
             )
 
 

@@ -320,6 +320,7 @@ def _ingest_results(
         "dtype": pipe.dtype,
         "options": pipe.options,
         "embedder_id": pipe.embedder.id,
+        "embedder_model": _worker_model(pipe.embedder_model),
     }
     log.info("ray: %d model workers, %g GPUs each", resources.workers, resources.gpus_per_worker)
     build = partial(_ingest_dataset, items, decode_args, worker_args, resources, options)

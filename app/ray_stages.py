@@ -35,6 +35,7 @@ from app.ingesting import (
     error_entry,
     now,
     ok_entry,
+    segment_vectors,
 )
 from app.pipeline import Pipeline, PipelineOptions
 from app.ray_shards import FileResult, entry_from_json, entry_to_json
@@ -141,7 +142,7 @@ def _window_table(row: dict, item: DecodedWindow, number: int, duration_seconds:
 
 
 class CaptionWorker:
-    """Ray actor: one model replica and one caption embedder, each loaded once.
+    """Ray actor: one model replica and one embedder, each loaded once.
 
     Args:
         model: checkpoint folder or hub id as the workers see it; None for the built-in model.
@@ -149,6 +150,7 @@ class CaptionWorker:
         device, dtype: passed to ``vidlm.load``.
         options: the pipeline's knobs (caption length, ...).
         embedder_id: the library's embedder id.
+        embedder_model: the Qwen3-VL-Embedding checkpoint as the workers see it; None: MiniLM.
 
     Raises:
         RuntimeError: this worker has another model or embedder than the driver expects.
@@ -163,19 +165,20 @@ class CaptionWorker:
         dtype: str,
         options: PipelineOptions,
         embedder_id: str,
+        embedder_model: str | None = None,
     ) -> None:
         import vidlm
 
         lm = vidlm.load(model, device=device, dtype=dtype)
-        embedder = index.MiniLMEmbedder()
+        self.pipe = Pipeline(
+            model=model, device=device, dtype=dtype, options=options, lm=lm, embedder_model=embedder_model
+        )
+        embedder = self.pipe.embedder
         if lm.model_id != model_id or embedder.id != embedder_id:
             raise RuntimeError(
                 f"worker on {platform.node()} loaded model {lm.model_id!r} and embedder "
                 f"{embedder.id!r}; the driver expects {model_id!r} and {embedder_id!r}"
             )
-        self.pipe = Pipeline(
-            model=model, device=device, dtype=dtype, options=options, lm=lm, embedder=embedder
-        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return pa.Table.from_pylist(
@@ -199,7 +202,8 @@ class CaptionWorker:
         segments = caption_window(
             self.pipe, batch, window, duration_seconds=row["duration_seconds"]
         )
-        vectors = self.pipe.embedder.embed([s.caption for s in segments]).astype(np.float32)
+        found = segment_vectors(self.pipe, Path(row["path"]), segments)
+        vectors = np.zeros((0, self.pipe.embedder.dim), np.float32) if found is None else found
         return {
             **out,
             "start_seconds": [s.start_seconds for s in segments],

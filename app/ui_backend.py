@@ -39,6 +39,7 @@ Progress = Callable[[float, str], None]
 
 BACKEND_ENV = "VIDLM_UI_BACKEND"  # "pipeline" (default) or "fake"
 MODEL_ENV = "VIDLM_MODEL"  # model folder or hub id; unset = the built-in model
+EMBEDDER_ENV = "VIDLM_EMBEDDER"  # Qwen3-VL-Embedding folder or hub id; unset = the MiniLM caption embedder
 FAKE_DIR_ENV = "VIDLM_UI_FAKE_DIR"  # folder of videos the fake backend shows
 FAKE_SCENARIO_ENV = "VIDLM_UI_FAKE_SCENARIO"  # "", "empty" or "no-model"
 
@@ -311,13 +312,14 @@ class PipelineBackend(_VideoFiles):
         library: the library folder (the pipeline's default when None).
         model: checkpoint folder or hub id; None for the built-in model.
         pipeline: an already-built pipeline (tests).
+        embedder_model: Qwen3-VL-Embedding checkpoint for the library's vectors; None: MiniLM.
     """
 
     def __init__(self, *, library: str | os.PathLike[str] | None = None, model: str | None = None,
-                 pipeline: Pipeline | None = None) -> None:
+                 pipeline: Pipeline | None = None, embedder_model: str | None = None) -> None:
         from app.pipeline import Pipeline
 
-        self.pipe = pipeline or Pipeline(model=model, library=library)
+        self.pipe = pipeline or Pipeline(model=model, library=library, embedder_model=embedder_model)
         self.model = model
         self._lock = threading.Lock()
 
@@ -458,7 +460,8 @@ def _pipeline_progress(progress: Progress) -> Callable[[PipelineEvent], None]:
 
 
 def backend_from_env() -> AppBackend:
-    """The backend the environment asks for (``VIDLM_UI_BACKEND``, ``VIDLM_LIBRARY``, ``VIDLM_MODEL``)."""
+    """The backend the environment asks for (``VIDLM_UI_BACKEND``, ``VIDLM_LIBRARY``, ``VIDLM_MODEL``,
+    ``VIDLM_EMBEDDER``)."""
     kind = os.environ.get(BACKEND_ENV, "pipeline")
     if kind == "fake":
         folder = os.environ.get(FAKE_DIR_ENV)
@@ -466,10 +469,11 @@ def backend_from_env() -> AppBackend:
                            scenario=os.environ.get(FAKE_SCENARIO_ENV, ""))
     if kind != "pipeline":
         raise BackendError(f"{BACKEND_ENV}={kind!r}: expected 'pipeline' or 'fake'")
-    return PipelineBackend(library=os.environ.get("VIDLM_LIBRARY") or None, model=os.environ.get(MODEL_ENV) or None)
+    return PipelineBackend(library=os.environ.get("VIDLM_LIBRARY") or None, model=os.environ.get(MODEL_ENV) or None,
+                           embedder_model=os.environ.get(EMBEDDER_ENV) or None)
 
 
 def backend_key() -> tuple[str, ...]:
     """The environment values that pick a backend (a cache key: new values, new backend)."""
-    names = (BACKEND_ENV, FAKE_DIR_ENV, FAKE_SCENARIO_ENV, "VIDLM_LIBRARY", MODEL_ENV)
+    names = (BACKEND_ENV, FAKE_DIR_ENV, FAKE_SCENARIO_ENV, "VIDLM_LIBRARY", MODEL_ENV, EMBEDDER_ENV)
     return tuple(os.environ.get(n, "") for n in names)

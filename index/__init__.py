@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_open, atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from .changes import content_hash, file_changes, video_id_for_path
-from .embedder import Embedder
+from .embedder import Embedder, SegmentDocument, SegmentEmbedder, query_vectors, segment_vectors
 from .errors import (
     EmbedderError,
     LibraryCorruptError,
@@ -58,6 +58,8 @@ __all__ = [
     "LibraryNotFoundError",
     "MiniLMEmbedder",
     "Segment",
+    "SegmentDocument",
+    "SegmentEmbedder",
     "Span",
     "VideoEntry",
     "VideoStatus",
@@ -74,8 +76,10 @@ __all__ = [
     "parse_dense_captions",
     "parse_spans",
     "parse_time",
+    "query_vectors",
     "rebuild_vectors",
     "recall_at_1",
+    "segment_vectors",
     "temporal_iou",
     "to_srt",
     "to_webvtt",

@@ -3,7 +3,7 @@
 Unusual here: this is the one reader that tolerates a damaged library. When the manifest is
 intact the tables are still verified against it; when the manifest itself is damaged the
 tables are accepted if they parse with the exact schema. The vectors file is never read: every
-caption is embedded again and a complete new library is committed in one journaled commit.
+segment is embedded again (its caption; a ``SegmentEmbedder`` also reads its span of the file) and a complete new library is committed in one journaled commit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from . import vectors as vec
-from .embedder import Embedder, check_embeddings
+from .embedder import Embedder, SegmentDocument, segment_vectors
 from .errors import LibraryCorruptError, LibraryNotFoundError
 from .journal import recover
 from .load import CATALOG_NAME, SEGMENTS_NAME, read_manifest, read_table, read_tables
@@ -33,15 +33,16 @@ def rebuild_vectors(
     batch_size: int = 256,
     approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
 ) -> Library:
-    """Re-embed every caption of the library at ``path`` and write fresh vectors + manifest.
+    """Re-embed every segment of the library at ``path`` and write fresh vectors + manifest.
 
     Use it after a ``LibraryCorruptError`` whose message says the segments table is intact,
     or to switch the library to another embedder.
 
     Args:
         path: the library folder.
-        embedder: gives ``id``, ``dim`` and ``embed(texts) -> float32 [N, dim]``.
-        batch_size: captions per ``embed`` call.
+        embedder: gives ``id``, ``dim`` and ``embed(texts) -> float32 [N, dim]``; a
+            ``SegmentEmbedder`` is given each segment's file, span and caption.
+        batch_size: segments per embedder call.
 
     Returns:
         The reopened, fully checked library.
@@ -57,7 +58,7 @@ def rebuild_vectors(
         raise LibraryNotFoundError(f"no library at {folder} (folder does not exist)")
     recover(folder)
     catalog, segments, next_id = _trusted_tables(folder)
-    vectors = embed_captions(embedder, segments["caption"].to_list(), batch_size=batch_size)
+    vectors = embed_documents(embedder, segment_documents(segments, catalog), batch_size=batch_size)
     ids = segments["segment_id"].to_numpy().astype(np.int64)
     kind = vec.kind_for_count(len(ids), approximate_above)
     index = vec.build_index(ids, vectors, kind) if len(ids) else vec.new_index(embedder.dim, kind)
@@ -69,16 +70,24 @@ def rebuild_vectors(
         index=index,
         next_segment_id=next_id,
     )
-    log.info("library %s: re-embedded %d captions with %s", folder, len(ids), embedder.id)
+    log.info("library %s: re-embedded %d segments with %s", folder, len(ids), embedder.id)
     return Library.open(folder, approximate_above=approximate_above)
 
 
-def embed_captions(embedder: Embedder, captions: list[str], *, batch_size: int) -> np.ndarray:
-    """Normalised float32 ``[N, dim]`` embeddings of ``captions``, in batches."""
+def segment_documents(segments: pl.DataFrame, catalog: pl.DataFrame) -> list[SegmentDocument]:
+    """Each segment row's document (its video's path from the catalog), in row order."""
+    paths = dict(zip(catalog["video_id"].to_list(), catalog["path"].to_list(), strict=True))
+    return [
+        SegmentDocument(str(paths.get(r["video_id"], "")), r["start_seconds"], r["end_seconds"], r["caption"])
+        for r in segments.iter_rows(named=True)
+    ]
+
+
+def embed_documents(embedder: Embedder, documents: list[SegmentDocument], *, batch_size: int) -> np.ndarray:
+    """Normalised float32 ``[N, dim]`` embeddings of segments, in batches."""
     parts = [np.zeros((0, embedder.dim), np.float32)]
-    for start in range(0, len(captions), batch_size):
-        batch = captions[start : start + batch_size]
-        out = check_embeddings(embedder.embed(batch), len(batch), embedder.dim, embedder.id)
+    for start in range(0, len(documents), batch_size):
+        out = segment_vectors(embedder, documents[start : start + batch_size])
         parts.append(vec.normalize_vectors(out, embedder.dim))
     return np.concatenate(parts)
 
