@@ -125,6 +125,36 @@ def train(
     typer.echo(str(out_dir))
 
 
+@cli.command("train-embedder")
+def train_embedder_command(
+    out_dir: Path = typer.Argument(..., help="Embedder checkpoint folder to write (released format)."),
+    init: Path | None = typer.Option(None, "--init", help="Checkpoint to start from (its vision tower and tokenizer); default the built-in model."),
+    steps: int = typer.Option(900, "--steps", min=1, help="Optimiser steps."),
+    batch_items: int = typer.Option(24, "--batch-items", min=2, help="Event clips (and queries) per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    keep_decoder: bool = typer.Option(False, "--keep-decoder", help="Start from the checkpoint's decoder instead of a fresh one."),
+    eval_videos: int = typer.Option(10, "--eval-videos", min=0, help="Held-out videos scored after training (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Train a clip/query embedder on the synthetic world (contrastive; use it with --embedder)."""
+    import vidlm
+    from recipe.embedder import EmbedderConfig, evaluate_embedder, train_embedder
+
+    base = Path(init) if init is not None else vidlm.api.builtin_checkpoint()
+    cfg = EmbedderConfig(steps=steps, batch_items=batch_items, lr=lr, fresh_decoder=not keep_decoder, seed=seed)
+    with tqdm(total=steps, unit="step", desc="train-embedder") as bar:
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(step - bar.n)
+
+        train_embedder(out_dir, init=base, cfg=cfg, device=device, progress=progress)
+    if eval_videos:
+        cli_support.print_json(evaluate_embedder(out_dir, cfg, seeds=range(900_000, 900_000 + eval_videos)))
+    typer.echo(str(out_dir))
+
+
 @cli.command("eval")
 def evaluate(
     model: str | None = typer.Option(None, "--model", help="Model folder or hub id; default the built-in model."),

@@ -285,10 +285,8 @@ class Pipeline:
             ingest.VideoError: the file cannot be probed or decoded.
             OSError: the file is gone.
         """
-        from app.embedders import clip_span
-
         info = self.probe(path)
-        lo, hi = clip_span(start_seconds, end_seconds, min_seconds=self.options.clip_min_seconds,
+        lo, hi = ingest.widen_span(start_seconds, end_seconds, min_seconds=self.options.clip_min_seconds,
                            last_seconds=info.last_frame_seconds)
         return ingest.decode(info.path, ingest.plan(info, policy, start_seconds=lo, end_seconds=hi))
 

@@ -14,6 +14,7 @@ Prints one JSON object with the scores and counts. Issue 5 asks for R1@0.5 >= 0.
 
     python bench/library_grounding.py --videos 6 --seed 777
     python bench/library_grounding.py --model path/to/checkpoint --videos 20
+    python bench/library_grounding.py --embedder path/to/embedding-checkpoint   # clip vectors
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def vidlm(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Path, ground: int = 5) -> dict:
+def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Path, ground: int = 5,
+        embedder: str | None = None) -> dict:
     from recipe.data import SampleSpec
     from recipe.synth import write_dataset
     from recipe.tasks import grounding_question
@@ -52,7 +54,8 @@ def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Pat
     world = dataclasses.replace(SampleSpec().world, max_seconds=max_seconds)
     events_file = write_dataset(work / "videos", videos=videos, seed=seed, params=world)
     rows = [json.loads(line) for line in events_file.read_text(encoding="utf-8").splitlines()]
-    common = ["--library", str(work / "library"), *(["--model", model] if model else [])]
+    common = ["--library", str(work / "library"), *(["--model", model] if model else []),
+              *(["--embedder", embedder] if embedder else [])]
     report = vidlm("ingest", str(work / "videos"), *common)
     status = vidlm("status", "--library", str(work / "library"))
     if status["failures"]:
@@ -75,7 +78,7 @@ def run(videos: int, seed: int, model: str | None, max_seconds: float, work: Pat
         ask1 += score >= 0.5
     n = max(1, len(queries))
     return {
-        "videos": videos, "seed": seed, "ground": ground, "queries": len(queries), "events": len(rows),
+        "videos": videos, "seed": seed, "ground": ground, "embedder": embedder, "queries": len(queries), "events": len(rows),
         "localize_r1_at_0_5": round(loc1 / n, 3), "localize_r5_at_0_5": round(loc5 / n, 3),
         "ask_r1_at_0_5": round(ask1 / n, 3), "ask_miou": round(sum(ious) / n, 3),
     }
@@ -88,10 +91,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint folder or hub id; default the built-in model")
     parser.add_argument("--max-seconds", type=float, default=40.0, help="longest video")
     parser.add_argument("--ground", type=int, default=5, help="localize's --ground (0: caption search only)")
+    parser.add_argument("--embedder", default=None, help="Qwen3-VL-Embedding checkpoint for the library (default MiniLM)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(run(args.videos, args.seed, args.model, args.max_seconds, Path(tmp), args.ground), indent=2))
+        print(json.dumps(run(args.videos, args.seed, args.model, args.max_seconds, Path(tmp), args.ground,
+                                  args.embedder), indent=2))
 
 
 if __name__ == "__main__":

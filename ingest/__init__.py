@@ -34,7 +34,7 @@ from ingest.orient import Orientation
 from ingest.plan import SamplingPlan, SamplingPolicy, plan, smart_resize
 from ingest.probe import VideoInfo, probe, video_id
 from ingest.progress import ProgressCallback, ProgressEvent
-from ingest.windows import Window, detect_shots, make_windows, segment
+from ingest.windows import Window, detect_shots, make_windows, segment, widen_span
 
 __all__ = [
     "Backend",
@@ -72,4 +72,5 @@ __all__ = [
     "segment",
     "smart_resize",
     "video_id",
+    "widen_span",
 ]

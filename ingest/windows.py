@@ -124,3 +124,16 @@ def segment(
     return make_windows(
         cuts, duration_seconds=info.duration_seconds, max_window_seconds=max_window_seconds
     )
+
+
+def widen_span(start_seconds: float, end_seconds: float, *, min_seconds: float, last_seconds: float) -> tuple[float, float]:
+    """The span widened about its middle to at least ``min_seconds``, kept inside
+    ``[0, last_seconds]``."""
+    middle = (start_seconds + end_seconds) / 2
+    half = max(end_seconds - start_seconds, min_seconds) / 2
+    lo, hi = middle - half, middle + half
+    if lo < 0:
+        lo, hi = 0.0, hi - lo
+    if hi > last_seconds:
+        lo, hi = max(0.0, lo - (hi - last_seconds)), last_seconds
+    return lo, hi

@@ -16,7 +16,7 @@ import pytest
 
 import index
 import vidlm
-from app.embedders import EMBEDDER_ID_PREFIX, ClipEmbedder, clip_span
+from app.embedders import EMBEDDER_ID_PREFIX, ClipEmbedder
 from app.pipeline import Pipeline
 from tests.app.conftest import cli_command, make_folder
 from tests.app.test_pipeline import ScriptedModel
@@ -112,14 +112,6 @@ def test_a_segment_whose_file_is_gone_is_embedded_from_its_caption(built, tmp_pa
     doc = index.SegmentDocument(str(tmp_path / "gone.mp4"), 1.0, 2.0, "the blue square leaves")
     got = ClipEmbedder(model, pipe.embedder.read_clip).embed_segments([doc])
     np.testing.assert_allclose(got[0], model.embed([{"text": doc.caption}])[0].numpy(), atol=1e-6)
-
-
-def test_clip_span_widens_about_the_middle_inside_the_video():
-    assert clip_span(4.0, 4.6, min_seconds=2.0, last_seconds=10.0) == pytest.approx((3.3, 5.3))
-    assert clip_span(0.0, 0.4, min_seconds=2.0, last_seconds=10.0) == pytest.approx((0.0, 2.0))
-    assert clip_span(9.8, 10.0, min_seconds=2.0, last_seconds=10.0) == pytest.approx((8.0, 10.0))
-    assert clip_span(1.0, 6.0, min_seconds=2.0, last_seconds=10.0) == (1.0, 6.0)
-    assert clip_span(0.5, 1.0, min_seconds=4.0, last_seconds=3.0) == (0.0, 3.0)
 
 
 def test_cli_embedder_option_and_environment(tmp_path, tiny_model, good_videos):

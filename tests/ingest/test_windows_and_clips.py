@@ -84,3 +84,13 @@ def test_cut_clip_rejects_bad_spans_and_files(tmp_path, cfr_video) -> None:
     bad.write_bytes(b"")
     with pytest.raises(ingest.EmptyFileError):
         ingest.cut_clip(bad, 0.0, 1.0, tmp_path / "y.mp4")
+
+
+def test_widen_span_keeps_its_middle_inside_the_video():
+    from ingest import widen_span
+
+    assert widen_span(4.0, 4.6, min_seconds=2.0, last_seconds=10.0) == pytest.approx((3.3, 5.3))
+    assert widen_span(0.0, 0.4, min_seconds=2.0, last_seconds=10.0) == pytest.approx((0.0, 2.0))
+    assert widen_span(9.8, 10.0, min_seconds=2.0, last_seconds=10.0) == pytest.approx((8.0, 10.0))
+    assert widen_span(1.0, 6.0, min_seconds=2.0, last_seconds=10.0) == (1.0, 6.0)
+    assert widen_span(0.5, 1.0, min_seconds=4.0, last_seconds=3.0) == (0.0, 3.0)

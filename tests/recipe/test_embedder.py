@@ -1,0 +1,76 @@
+"""The embedder recipe (``recipe.embedder``): its loss, its retrieval scores, a short run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vidlm
+from recipe.embedder import (
+    EmbedderConfig,
+    contrastive_loss,
+    draw_batch,
+    event_clips,
+    retrieval_scores,
+    train_embedder,
+)
+from recipe.world import WorldParams, make_scene
+
+SMALL = EmbedderConfig(steps=30, lr=3e-3, warmup_steps=2, batch_items=8, events_per_video=2, frame_px=64,
+                       max_frames=6, world=WorldParams(size_px=64, min_seconds=6.0, max_seconds=10.0, action_scale=2.0))
+
+
+def test_retrieval_scores_on_known_vectors():
+    docs = np.eye(4, dtype=np.float32)
+    # query 0 finds its clip; 1 finds clip 0 (another video); 2 finds clip 3 (its own video, wrong clip);
+    # 3 finds clip 2 (its video): keys 0, 1, 2, 2.
+    queries = np.array([[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 0.2, 0.9], [0, 0, 0.9, 0.2]], np.float32)
+    got = retrieval_scores(queries, docs, [0, 1, 2, 2])
+    assert got == {"r1": 0.25, "video_r1": 0.75, "within_video_r1": 0.5}
+
+
+def test_contrastive_loss_ignores_documents_with_the_same_text():
+    q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    d = q.clone()
+    d[2] = q[0]  # the third document is a copy of the first, with the first's text
+    loss_same = contrastive_loss(q, d, ["a", "b", "a"], 0.05)
+    loss_other = contrastive_loss(q, d, ["a", "b", "c"], 0.05)
+    assert loss_same < loss_other
+    assert contrastive_loss(q, q, ["a", "b", "c"], 0.05) < 1e-3
+
+
+def test_event_clips_cover_the_events_and_start_at_zero():
+    scene = make_scene(7, SMALL.world)
+    clips = event_clips(scene, 7, SMALL)
+    assert clips and {c.query for c in clips} <= {e.query for e in scene.events}
+    for c in clips:
+        frames, seconds = c.video["video"], c.video["timestamps"]
+        assert frames.shape[1:] == (64, 64, 3) and frames.dtype == np.uint8
+        assert seconds[0] == 0 and len(seconds) % 2 == 0 and seconds[-1] >= SMALL.clip_min_seconds - 1e-9
+    batch = draw_batch(np.random.default_rng(0), SMALL)
+    assert len(batch) == SMALL.batch_items and len({c.video_key for c in batch}) >= SMALL.batch_items // 2
+
+
+def test_a_short_run_lowers_the_loss_and_saves_a_loadable_embedder(base, tmp_path):
+    out = tmp_path / "embedder"
+    losses = train_embedder(out, init=base, cfg=SMALL)
+    assert len(losses) == SMALL.steps
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.2
+    emb = vidlm.load_embedder(out)
+    vectors = emb.embed([{"text": "the red circle enters"}, {"text": "the blue square leaves"}])
+    assert vectors.shape == (2, emb.dim) and torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="batch_items"):
+        EmbedderConfig(batch_items=1)
+
+
+def test_the_saved_embedder_keeps_the_starting_points_processor_settings(base, tmp_path):
+    out = tmp_path / "embedder"
+    train_embedder(out, init=base, cfg=EmbedderConfig(steps=1, batch_items=2, events_per_video=1, frame_px=128,
+                                                      max_frames=4, world=SMALL.world))
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        assert (out / name).read_bytes() == (base / name).read_bytes()
+    assert vidlm.load_embedder(out).processor.config == vidlm.load_embedder(base).processor.config
