@@ -287,7 +287,7 @@ class Pipeline:
         """
         info = self.probe(path)
         lo, hi = ingest.widen_span(start_seconds, end_seconds, min_seconds=self.options.clip_min_seconds,
-                           last_seconds=info.last_frame_seconds)
+                                   last_seconds=info.last_frame_seconds)
         return ingest.decode(info.path, ingest.plan(info, policy, start_seconds=lo, end_seconds=hi))
 
     def _clip_embedder(self, name: str | os.PathLike[str]) -> index.Embedder:

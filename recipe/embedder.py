@@ -61,7 +61,9 @@ class EmbedderConfig:
         clip_min_seconds, fps, max_frames, frame_px: how an event's clip is rendered.
         world: the synthetic world the videos come from.
         fresh_decoder: re-initialise the decoder before training (the vision tower is kept).
-        freeze_tower: train the decoder only (and the tower's mergers, unless frozen too).
+        freeze_tower: keep the whole vision tower (its mergers included) fixed.
+        scenes: draw the videos from this many scenes (a fixed training set); None: a new
+            scene for every video.
         seed: data and initialisation seed.
     """
 
@@ -78,6 +80,7 @@ class EmbedderConfig:
     world: WorldParams = field(default_factory=lambda: SampleSpec().world)
     fresh_decoder: bool = True
     freeze_tower: bool = True
+    scenes: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class EmbedderConfig:
                              f"{self.batch_items}, {self.events_per_video}")
         if not (self.temperature > 0 and self.fps > 0 and self.max_frames >= 2):
             raise ValueError("temperature and fps must be > 0 and max_frames >= 2")
+        if self.scenes is not None and self.scenes < 1:
+            raise ValueError(f"scenes={self.scenes}: expected >= 1 or None")
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def draw_batch(rng: np.random.Generator, cfg: EmbedderConfig) -> list[EventClip]
     """``batch_items`` clips, ``events_per_video`` from each of fresh random videos."""
     batch: list[EventClip] = []
     while len(batch) < cfg.batch_items:
-        key = int(rng.integers(0, 2**31 - 1))
+        key = int(rng.integers(0, cfg.scenes or 2**31 - 1))
         scene = make_scene(key, cfg.world)
         unique = unique_event_indices(scene.events)
         take = min(cfg.events_per_video, len(unique))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +19,11 @@ from recipe.embedder import (
 )
 from recipe.world import WorldParams, make_scene
 
-SMALL = EmbedderConfig(steps=30, lr=3e-3, warmup_steps=2, batch_items=8, events_per_video=2, frame_px=64,
-                       max_frames=6, world=WorldParams(size_px=64, min_seconds=6.0, max_seconds=10.0, action_scale=2.0))
+# Four scenes seen again and again: the loss must fall within a few dozen steps (it did by
+# 0.65-1.5 for seeds 0-3).
+SMALL = EmbedderConfig(steps=30, lr=1e-3, warmup_steps=2, batch_items=8, events_per_video=2, frame_px=64,
+                       max_frames=6, temperature=0.1, scenes=4,
+                       world=WorldParams(size_px=64, min_seconds=6.0, max_seconds=10.0, action_scale=2.0))
 
 
 def test_retrieval_scores_on_known_vectors():
@@ -48,15 +53,17 @@ def test_event_clips_cover_the_events_and_start_at_zero():
         frames, seconds = c.video["video"], c.video["timestamps"]
         assert frames.shape[1:] == (64, 64, 3) and frames.dtype == np.uint8
         assert seconds[0] == 0 and len(seconds) % 2 == 0 and seconds[-1] >= SMALL.clip_min_seconds - 1e-9
-    batch = draw_batch(np.random.default_rng(0), SMALL)
-    assert len(batch) == SMALL.batch_items and len({c.video_key for c in batch}) >= SMALL.batch_items // 2
+    fresh = dataclasses.replace(SMALL, scenes=None)
+    batch = draw_batch(np.random.default_rng(0), fresh)
+    assert len(batch) == fresh.batch_items and len({c.video_key for c in batch}) >= fresh.batch_items // 2
+    assert {c.video_key for c in draw_batch(np.random.default_rng(0), SMALL)} <= set(range(SMALL.scenes))
 
 
 def test_a_short_run_lowers_the_loss_and_saves_a_loadable_embedder(base, tmp_path):
     out = tmp_path / "embedder"
     losses = train_embedder(out, init=base, cfg=SMALL)
     assert len(losses) == SMALL.steps
-    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.2
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.3
     emb = vidlm.load_embedder(out)
     vectors = emb.embed([{"text": "the red circle enters"}, {"text": "the blue square leaves"}])
     assert vectors.shape == (2, emb.dim) and torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
@@ -65,6 +72,8 @@ def test_a_short_run_lowers_the_loss_and_saves_a_loadable_embedder(base, tmp_pat
 def test_config_is_validated():
     with pytest.raises(ValueError, match="batch_items"):
         EmbedderConfig(batch_items=1)
+    with pytest.raises(ValueError, match="scenes"):
+        EmbedderConfig(scenes=0)
 
 
 def test_the_saved_embedder_keeps_the_starting_points_processor_settings(base, tmp_path):
