@@ -83,3 +83,23 @@ def test_the_saved_embedder_keeps_the_starting_points_processor_settings(base, t
     for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
         assert (out / name).read_bytes() == (base / name).read_bytes()
     assert vidlm.load_embedder(out).processor.config == vidlm.load_embedder(base).processor.config
+
+
+def test_train_embedder_command_writes_an_embedder_and_scores_it(base, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli-embedder"
+    done = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "train-embedder", str(out), "--init", str(base),
+         "--steps", "2", "--batch-items", "4", "--eval-videos", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = json.loads(done.stdout.strip().splitlines()[-2])
+    assert set(scores) == {"r1", "video_r1", "within_video_r1", "queries"} and scores["queries"] >= 1
+    assert scores["video_r1"] == 1.0  # one held-out video: every first clip is from it
+    assert done.stdout.strip().splitlines()[-1] == str(out)
+    assert json.loads((out / "training.json").read_text())["config"]["steps"] == 2
+    assert vidlm.load_embedder(out).dim == vidlm.load_embedder(base).dim
