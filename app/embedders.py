@@ -38,18 +38,16 @@ class ClipEmbedder:
     Args:
         model: the loaded embedding model.
         read_clip: decodes a span of a file (the pipeline samples it for the model).
-        with_captions: embed each clip together with its caption (False: the frames alone).
     """
 
-    def __init__(self, model: vidlm.VideoEmbedder, read_clip: ClipReader, *, with_captions: bool = True) -> None:
+    def __init__(self, model: vidlm.VideoEmbedder, read_clip: ClipReader) -> None:
         self.model = model
         self.read_clip = read_clip
-        self.with_captions = with_captions
 
     @property
     def id(self) -> str:
-        """``qwen3-vl-embedding:<checkpoint>``, plus ``+frames`` when captions are left out."""
-        return f"{EMBEDDER_ID_PREFIX}{self.model.model_id}" + ("" if self.with_captions else "+frames")
+        """``qwen3-vl-embedding:<checkpoint folder name>``."""
+        return f"{EMBEDDER_ID_PREFIX}{self.model.model_id}"
 
     @property
     def dim(self) -> int:
@@ -61,15 +59,13 @@ class ClipEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search queries under the model's query instruction, float32 ``[N, dim]``."""
-        wording = self.model.query_instruction
-        return self.model.embed([{"text": t, "instruction": wording} for t in texts]).numpy()
+        return self.model.embed_queries(texts).numpy()
 
     def embed_segments(self, documents: Sequence[index.SegmentDocument]) -> np.ndarray:
         """Each segment's clip (with its caption), float32 ``[N, dim]``."""
         return self.model.embed([self._input(d) for d in documents]).numpy()
 
     def _input(self, doc: index.SegmentDocument) -> dict[str, object]:
-        text = {"text": doc.caption} if self.with_captions else {}
         try:
             batch = self.read_clip(doc.path, doc.start_seconds, doc.end_seconds)
         except (OSError, ingest.VideoError, ValueError) as err:
@@ -79,4 +75,4 @@ class ClipEmbedder:
         if not len(batch):
             return {"text": doc.caption}
         seconds = np.asarray(batch.seconds, np.float64)
-        return {**text, "video": batch.frames, "timestamps": seconds - seconds[0]}
+        return {"text": doc.caption, "video": batch.frames, "timestamps": seconds - seconds[0]}

@@ -130,10 +130,8 @@ def _one_file(
     )
 
 
-def segment_vectors(pipe: Pipeline, path: Path, segments: list[index.Segment]) -> np.ndarray | None:
-    """The embedder's vectors for a file's segments (None when it has none)."""
-    if not segments:
-        return None
+def segment_vectors(pipe: Pipeline, path: Path, segments: list[index.Segment]) -> np.ndarray:
+    """The embedder's vectors ``[len(segments), D]`` for a file's segments."""
     docs = [index.SegmentDocument(str(path), s.start_seconds, s.end_seconds, s.caption) for s in segments]
     return index.segment_vectors(pipe.embedder, docs)
 

@@ -615,7 +615,7 @@ class Pipeline:
         if lib.embedder_id != self.embedder.id or lib.dimension != self.embedder.dim:
             from app.embedders import EMBEDDER_ID_PREFIX
 
-            how = (f"pass --embedder {lib.embedder_id.removeprefix(EMBEDDER_ID_PREFIX).removesuffix('+frames')}"
+            how = (f"pass --embedder {lib.embedder_id.removeprefix(EMBEDDER_ID_PREFIX)}"
                    if lib.embedder_id.startswith(EMBEDDER_ID_PREFIX) else "use that embedder")
             raise index.LibraryMismatchError(
                 f"library {lib.path} was built with embedder {lib.embedder_id!r}, this pipeline "

@@ -202,8 +202,7 @@ class CaptionWorker:
         segments = caption_window(
             self.pipe, batch, window, duration_seconds=row["duration_seconds"]
         )
-        found = segment_vectors(self.pipe, Path(row["path"]), segments)
-        vectors = np.zeros((0, self.pipe.embedder.dim), np.float32) if found is None else found
+        vectors = segment_vectors(self.pipe, Path(row["path"]), segments)
         return {
             **out,
             "start_seconds": [s.start_seconds for s in segments],

@@ -39,11 +39,7 @@ from recipe.scene import Scene, WorldParams
 from recipe.tasks import unique_event_indices
 from recipe.train import init_weights, save_checkpoint
 from recipe.world import make_scene
-from vidlm.embedding import QUERY_INSTRUCTION, embedding_messages
-from vidlm.model import Qwen3VL
-from vidlm.processor import Processor, ProcessorConfig
-from vidlm.tokenizer import Tokenizer
-from vidlm.weights import build_model
+from vidlm.embedding import VideoEmbedder, last_token_states, load_embedder, query_input
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +126,9 @@ def draw_batch(rng: np.random.Generator, cfg: EmbedderConfig) -> list[EventClip]
     return batch[: cfg.batch_items]
 
 
-def pooled(model: Qwen3VL, processor: Processor, inputs: Sequence[dict[str, Any]]) -> torch.Tensor:
+def pooled(emb: VideoEmbedder, inputs: Sequence[dict[str, Any]]) -> torch.Tensor:
     """Unit last-token vectors ``[N, D]`` of embedding inputs, with gradients."""
-    batch = processor([embedding_messages(x) for x in inputs], add_generation_prompt=True, padding_side="left")
-    out = model(**{k: v.to(model.device) for k, v in batch.items()}, logits_to_keep=1)
-    return F.normalize(out.hidden_states[:, -1].float(), dim=-1)
+    return F.normalize(last_token_states(emb.model, emb.processor, inputs), dim=-1)
 
 
 def contrastive_loss(queries: torch.Tensor, docs: torch.Tensor, texts: Sequence[str], temperature: float) -> torch.Tensor:
@@ -164,27 +158,17 @@ def retrieval_scores(queries: np.ndarray, docs: np.ndarray, video_keys: Sequence
     }
 
 
-@torch.no_grad()
-def evaluate(model: Qwen3VL, processor: Processor, cfg: EmbedderConfig, *, seeds: Sequence[int]) -> dict[str, float]:
+def evaluate(emb: VideoEmbedder, cfg: EmbedderConfig, *, seeds: Sequence[int]) -> dict[str, float]:
     """``retrieval_scores`` over every unique event of the videos of ``seeds`` (held out)."""
-    was_training = model.training
-    model.eval()
     clips = [c for s in seeds for c in event_clips(make_scene(s, cfg.world), s, cfg)]
-    docs = torch.cat([pooled(model, processor, [c.video for c in clips[i : i + 32]]) for i in range(0, len(clips), 32)])
-    queries = torch.cat([
-        pooled(model, processor, [{"text": c.query, "instruction": QUERY_INSTRUCTION} for c in clips[i : i + 32]])
-        for i in range(0, len(clips), 32)
-    ])
-    model.train(was_training)
-    return {**retrieval_scores(queries.numpy(), docs.numpy(), [c.video_key for c in clips]), "queries": len(clips)}
+    docs = emb.embed([c.video for c in clips]).numpy()
+    queries = emb.embed_queries([c.query for c in clips]).numpy()
+    return {**retrieval_scores(queries, docs, [c.video_key for c in clips]), "queries": len(clips)}
 
 
 def evaluate_embedder(folder: Path, cfg: EmbedderConfig, *, seeds: Sequence[int]) -> dict[str, float]:
     """``evaluate`` of the embedder checkpoint in ``folder``."""
-    import vidlm
-
-    emb = vidlm.load_embedder(folder)
-    return evaluate(emb.model, emb.processor.with_config(video_pixel_dtype="uint8"), cfg, seeds=seeds)
+    return evaluate(load_embedder(folder), cfg, seeds=seeds)
 
 
 def train_embedder(
@@ -206,13 +190,12 @@ def train_embedder(
         progress: called with (step, steps, loss) after every step.
     """
     torch.manual_seed(cfg.seed)
-    model = build_model(init, device=device)
+    emb = load_embedder(init, device=device)
+    model = emb.model
     if cfg.fresh_decoder:
         init_weights(model.model.language_model, cfg.seed)
     if cfg.freeze_tower:
         model.model.visual.requires_grad_(False)
-    processor = Processor(Tokenizer.from_dir(init), ProcessorConfig.from_dir(init)).with_config(video_pixel_dtype="uint8")
-    model.model.visual.pixel_norm = processor.config.pixel_norm
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
@@ -223,8 +206,8 @@ def train_embedder(
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = draw_batch(rng, cfg)
-        docs = pooled(model, processor, [c.video for c in batch])
-        queries = pooled(model, processor, [{"text": c.query, "instruction": QUERY_INSTRUCTION} for c in batch])
+        docs = pooled(emb, [c.video for c in batch])
+        queries = pooled(emb, [query_input(c.query) for c in batch])
         loss = contrastive_loss(queries, docs, [c.query for c in batch], cfg.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -221,6 +221,49 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a checkpoint runs: its device, dtype and attention implementation."""
+
+    device: torch.device
+    dtype: torch.dtype
+    attn_implementation: Literal["sdpa", "flash"]
+
+    @classmethod
+    def resolve(
+        cls, device: str | torch.device, dtype: DType | Literal["auto"], attn_implementation: AttnImplementation
+    ) -> Runtime:
+        """``load``'s device, dtype and attention arguments, checked ("auto" resolved).
+
+        Raises:
+            ValueError: a bad device, dtype or attention choice.
+        """
+        torch_device = resolve_device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or 'auto'")
+        implementation = resolve_attn_implementation(attn_implementation, torch_device, DTYPES[dtype])
+        return cls(torch_device, DTYPES[dtype], implementation)
+
+
+def load_network(
+    folder: Path, runtime: Runtime, *, head_optional: bool = False, **processor_overrides: Any
+) -> tuple[Qwen3VL, Processor]:
+    """A checkpoint folder's model (on ``runtime``) and processor; the vision tower normalises
+    uint8 video rows with the processor's own pixel settings.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+    """
+    network = build_model(folder, dtype=runtime.dtype, device=runtime.device, head_optional=head_optional)
+    network.set_attn_implementation(runtime.attn_implementation)
+    processor = Processor(Tokenizer.from_dir(folder), ProcessorConfig.from_dir(folder, **processor_overrides))
+    network.model.visual.pixel_norm = processor.config.pixel_norm
+    log.info("model %s on %s (%s, attention %s)", folder, runtime.device, runtime.dtype, runtime.attn_implementation)
+    return network, processor
+
+
 def load(
     model: str | Path | None = None,
     *,
@@ -251,25 +294,14 @@ def load(
         CheckpointError: the checkpoint cannot be found, downloaded or loaded.
         ValueError: a bad device, dtype or attention choice.
     """
-    torch_device = resolve_device(device)
-    if dtype == "auto":
-        dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or 'auto'")
-    torch_dtype = DTYPES[dtype]
-    implementation = resolve_attn_implementation(attn_implementation, torch_device, torch_dtype)
+    runtime = Runtime.resolve(device, dtype, attn_implementation)
     folder = builtin_checkpoint() if model is None else resolve_checkpoint(model, revision=revision)
-    network = build_model(folder, dtype=torch_dtype, device=torch_device)
-    network.set_attn_implementation(implementation)
-    tokenizer = Tokenizer.from_dir(folder)
     overrides = {"video_prompt_layout": video_prompt_layout} if video_prompt_layout else {}
-    processor = Processor(tokenizer, ProcessorConfig.from_dir(folder, **overrides))
-    # prepare() hands video rows over uint8; the tower normalises them with these same settings.
-    network.model.visual.pixel_norm = processor.config.pixel_norm
+    network, processor = load_network(folder, runtime, **overrides)
+    tokenizer = processor.tokenizer
     generation = GenerationConfig.from_dir(folder)
     if not generation.eos_token_ids and tokenizer.eos_token_id is not None:
         generation = generation.updated(eos_token_ids=(tokenizer.eos_token_id,))
-    log.info("model %s on %s (%s, attention %s)", folder, torch_device, dtype, implementation)
     disk = VisualDiskCache(Path(cache_dir)) if cache_dir is not None else None
     visual_cache = VisualCache(disk=disk, namespace=folder.name)
     prefixes = PrefixCache(max_bytes=prefix_cache_bytes) if prefix_cache_bytes > 0 else None

@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 import torch
 
-from .attention import AttnImplementation, resolve_attn_implementation
+from .api import Runtime, load_network
+from .attention import AttnImplementation
 from .model import Qwen3VL
-from .processor import Processor, ProcessorConfig
-from .tokenizer import Tokenizer
-from .weights import DTYPES, DType, build_model, resolve_checkpoint
+from .processor import Processor
+from .weights import DType, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ class VideoEmbedder:
         """
         if dim is not None and not 1 <= dim <= self.dim:
             raise ValueError(f"dim={dim}: expected 1..{self.dim}")
-        conversations = [embedding_messages(item) for item in inputs]
-        rows = [self._pooled(conversations[i : i + self.batch_size])
-                for i in range(0, len(conversations), self.batch_size)]
+        items = list(inputs)
+        rows = [last_token_states(self.model, self.processor, items[i : i + self.batch_size]).cpu()
+                for i in range(0, len(items), self.batch_size)]
         if not rows:
             return torch.zeros(0, dim or self.dim)
         pooled = torch.cat(rows)
@@ -89,13 +89,28 @@ class VideoEmbedder:
             pooled = pooled[:, :dim]
         return torch.nn.functional.normalize(pooled, dim=-1)
 
-    def _pooled(self, conversations: list[list[dict[str, Any]]]) -> torch.Tensor:
-        """Last-token final hidden states ``[b, D]`` (float32) of one left-padded batch."""
-        processor = self.processor.with_config(video_pixel_dtype="uint8")
-        batch = processor(conversations, add_generation_prompt=True, padding_side="left")
-        batch = {k: v.to(self.model.device) for k, v in batch.items()}
-        out = self.model(**batch, logits_to_keep=1)
-        return out.hidden_states[:, -1].float().cpu()
+    def embed_queries(self, texts: Sequence[str], *, dim: int | None = None) -> torch.Tensor:
+        """``embed`` of search queries: each text under ``query_instruction``."""
+        return self.embed([query_input(t, self.query_instruction) for t in texts], dim=dim)
+
+
+def last_token_states(model: Qwen3VL, processor: Processor, inputs: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """Final normed hidden states ``[N, D]`` (float32, on the model's device, not normalised) at
+    the last token of each input's embedding prompt, in one left-padded batch; differentiable.
+
+    Raises:
+        ValueError: as ``embedding_messages``.
+    """
+    conversations = [embedding_messages(item) for item in inputs]
+    uint8_rows = processor.with_config(video_pixel_dtype="uint8")  # the tower normalises them
+    batch = uint8_rows(conversations, add_generation_prompt=True, padding_side="left")
+    out = model(**{k: v.to(model.device) for k, v in batch.items()}, logits_to_keep=1)
+    return out.hidden_states[:, -1].float()
+
+
+def query_input(text: str, instruction: str = QUERY_INSTRUCTION) -> dict[str, str]:
+    """A search query as an embedding input: the text under the query instruction."""
+    return {"text": text, "instruction": instruction}
 
 
 def embedding_messages(item: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -152,21 +167,9 @@ def load_embedder(
         CheckpointError: the checkpoint cannot be found, downloaded or loaded.
         ValueError: a bad device, dtype, attention choice or batch size.
     """
-    from .api import resolve_device
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    torch_device = resolve_device(device)
-    if dtype == "auto":
-        dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)} or 'auto'")
-    torch_dtype = DTYPES[dtype]
-    implementation = resolve_attn_implementation(attn_implementation, torch_device, torch_dtype)
+    runtime = Runtime.resolve(device, dtype, attn_implementation)
     folder = resolve_checkpoint(model, revision=revision)
-    network = build_model(folder, dtype=torch_dtype, device=torch_device, head_optional=True)
-    network.set_attn_implementation(implementation)
-    processor = Processor(Tokenizer.from_dir(folder), ProcessorConfig.from_dir(folder))
-    network.model.visual.pixel_norm = processor.config.pixel_norm
-    log.info("embedder %s on %s (%s, dim %d)", folder, torch_device, dtype, network.config.text.hidden_size)
+    network, processor = load_network(folder, runtime, head_optional=True)
     return VideoEmbedder(network, processor, folder, batch_size=batch_size)
