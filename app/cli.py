@@ -208,6 +208,7 @@ _MODEL = typer.Option(None, "--model", help=cli_support.MODEL_HELP)
 _EMBEDDER = typer.Option(None, "--embedder", envvar="VIDLM_EMBEDDER", help=cli_support.EMBEDDER_HELP)
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto.")
 _DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16, float16 or auto.")
+_COMPILE = typer.Option(None, "--compile/--no-compile", envvar="VIDLM_COMPILE", help=cli_support.COMPILE_HELP)
 _JSON = typer.Option(False, "--json", help="Print one JSON object (schema in the README).")
 _ENGINE = typer.Option("local", "--engine", help=cli_support.ENGINE_HELP)
 _ADDRESS = typer.Option(None, "--address", help=cli_support.ADDRESS_HELP)
@@ -226,6 +227,7 @@ def ingest(
     window_seconds: float | None = typer.Option(None, "--window-seconds", min=1.0, help="Longer videos are captioned in shot-aligned windows of at most this (default 60)."),
     fps: float | None = typer.Option(None, "--fps", min=0.01, help="Frames per second shown to the model (default 2)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ingest unchanged files that failed before again."),
+    compile_decoding: bool | None = _COMPILE,
     as_json: bool = _JSON,
     engine: str = _ENGINE,
     address: str | None = _ADDRESS,
@@ -235,7 +237,8 @@ def ingest(
     """Ingest a folder into the library: captions with times, searchable. Exit 1 if files failed."""
     on_ray = cli_support.ray_options(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
     pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder,
-                                     caption_max_new_tokens=max_new_tokens, window_seconds=window_seconds, fps=fps)
+                                     caption_max_new_tokens=max_new_tokens, window_seconds=window_seconds, fps=fps,
+                                     compile_decoding=compile_decoding)
     with cli_support.exit_codes(library), tqdm(unit="file", desc="ingest", disable=None) as bar:
         report = pipe.ingest_folder(folder, progress=cli_support.file_progress(bar), retry_failed=retry_failed,
                                     ray_options=on_ray)
@@ -259,11 +262,12 @@ def ask(
     device: str = _DEVICE,
     dtype: str = _DTYPE,
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Answer tokens (default 128)."),
+    compile_decoding: bool | None = _COMPILE,
     as_json: bool = _JSON,
 ) -> None:
     """Answer a question about one video, with the time spans found in the answer."""
     pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder,
-                                     answer_max_new_tokens=max_new_tokens)
+                                     answer_max_new_tokens=max_new_tokens, compile_decoding=compile_decoding)
     with cli_support.exit_codes(library):
         result = pipe.ask(video, question)
     if as_json:
@@ -290,10 +294,12 @@ def localize(
     embedder: str | None = _EMBEDDER,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
+    compile_decoding: bool | None = _COMPILE,
     as_json: bool = _JSON,
 ) -> None:
     """Find the spans of the library (or one video) that match a description, best first."""
-    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder)
+    pipe = cli_support.make_pipeline(model=model, device=device, dtype=dtype, library=library, embedder=embedder,
+                                     compile_decoding=compile_decoding)
     with cli_support.exit_codes(library):
         spans = pipe.localize(query, video=video, k=k, ground=ground)
     if as_json:
@@ -382,12 +388,15 @@ def serve(
     model: str | None = typer.Option(None, "--model", help="Model folder or hub id; default the built-in model."),
     port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port on 127.0.0.1."),
     embedder: str | None = _EMBEDDER,
+    compile_decoding: bool | None = _COMPILE,
 ) -> None:
     """Start the web app (Library, Watch & ask, Search, Export) on http://127.0.0.1:PORT."""
     from app.serve import serve as run_server
 
-    extra = {"VIDLM_EMBEDDER": embedder} if embedder else None
-    raise typer.Exit(run_server(library=library, model=model, port=port, extra_env=extra))
+    extra = {"VIDLM_EMBEDDER": embedder} if embedder else {}
+    if compile_decoding is not None:
+        extra["VIDLM_COMPILE"] = "1" if compile_decoding else "0"
+    raise typer.Exit(run_server(library=library, model=model, port=port, extra_env=extra or None))
 
 
 @cli.command()

@@ -92,6 +92,11 @@ def make_pipeline(
     )
 
 
+COMPILE_HELP = (
+    "Decode through torch.compile: the first answer waits for the compiler (tens of seconds, a few "
+    "once cached), then tokens come faster. For ingest runs and the web app; needs a C++ compiler on CPU "
+    "(without one, decoding stays eager with a warning)."
+)
 ENGINE_HELP = "local (this process) or ray (a Ray cluster; needs the vidlm[ray] extra)."
 ADDRESS_HELP = "Ray cluster to use (auto, ray://HEAD:10001); default: start a local Ray for the run."
 WORKERS_HELP = "Ray: model replicas for ingest, parallel tasks for export (default: what the cluster holds)."

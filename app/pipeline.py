@@ -83,6 +83,8 @@ class PipelineOptions:
         clip_fps, clip_max_frames, clip_max_tokens, clip_min_seconds: how a multimodal
             embedder (``embedder_model``) sees a segment: its span widened to at least
             ``clip_min_seconds``, sampled at ``clip_fps`` within those frame and token budgets.
+        compile_decoding: decode through ``torch.compile`` (``vidlm.load``'s option): the first
+            answer waits for the compiler, then tokens come faster; for ingest runs and servers.
     """
 
     fps: float = 2.0
@@ -103,6 +105,7 @@ class PipelineOptions:
     clip_max_frames: int = 64
     clip_max_tokens: int = 4096
     clip_min_seconds: float = 2.0
+    compile_decoding: bool = False
 
     def __post_init__(self) -> None:
         for name in ("fps", "window_seconds", "retrieve_pad_seconds", "clip_fps", "clip_min_seconds"):
@@ -232,6 +235,7 @@ class Pipeline:
             self._lm = vidlm.load(
                 self.model_name, device=self.device, dtype=self.dtype, video_reader=self.read_video,
                 cache_dir=cache_dir, prefix_cache_bytes=self.options.prefix_cache_bytes,
+                compile_decoding=self.options.compile_decoding,
             )
         return self._lm
 

@@ -169,7 +169,7 @@ class CaptionWorker:
     ) -> None:
         import vidlm
 
-        lm = vidlm.load(model, device=device, dtype=dtype)
+        lm = vidlm.load(model, device=device, dtype=dtype, compile_decoding=options.compile_decoding)
         self.pipe = Pipeline(
             model=model, device=device, dtype=dtype, options=options, lm=lm, embedder_model=embedder_model
         )

@@ -40,6 +40,7 @@ Progress = Callable[[float, str], None]
 BACKEND_ENV = "VIDLM_UI_BACKEND"  # "pipeline" (default) or "fake"
 MODEL_ENV = "VIDLM_MODEL"  # model folder or hub id; unset = the built-in model
 EMBEDDER_ENV = "VIDLM_EMBEDDER"  # Qwen3-VL-Embedding folder or hub id; unset = the MiniLM caption embedder
+COMPILE_ENV = "VIDLM_COMPILE"  # "1"/"true": decode through torch.compile (PipelineOptions.compile_decoding)
 FAKE_DIR_ENV = "VIDLM_UI_FAKE_DIR"  # folder of videos the fake backend shows
 FAKE_SCENARIO_ENV = "VIDLM_UI_FAKE_SCENARIO"  # "", "empty" or "no-model"
 
@@ -313,13 +314,16 @@ class PipelineBackend(_VideoFiles):
         model: checkpoint folder or hub id; None for the built-in model.
         pipeline: an already-built pipeline (tests).
         embedder_model: Qwen3-VL-Embedding checkpoint for the library's vectors; None: MiniLM.
+        compile_decoding: decode through ``torch.compile`` (a server answers many questions).
     """
 
     def __init__(self, *, library: str | os.PathLike[str] | None = None, model: str | None = None,
-                 pipeline: Pipeline | None = None, embedder_model: str | None = None) -> None:
-        from app.pipeline import Pipeline
+                 pipeline: Pipeline | None = None, embedder_model: str | None = None,
+                 compile_decoding: bool = False) -> None:
+        from app.pipeline import Pipeline, PipelineOptions
 
-        self.pipe = pipeline or Pipeline(model=model, library=library, embedder_model=embedder_model)
+        self.pipe = pipeline or Pipeline(model=model, library=library, embedder_model=embedder_model,
+                                         options=PipelineOptions(compile_decoding=compile_decoding))
         self.model = model
         self._lock = threading.Lock()
 
@@ -461,7 +465,7 @@ def _pipeline_progress(progress: Progress) -> Callable[[PipelineEvent], None]:
 
 def backend_from_env() -> AppBackend:
     """The backend the environment asks for (``VIDLM_UI_BACKEND``, ``VIDLM_LIBRARY``, ``VIDLM_MODEL``,
-    ``VIDLM_EMBEDDER``)."""
+    ``VIDLM_EMBEDDER``, ``VIDLM_COMPILE``)."""
     kind = os.environ.get(BACKEND_ENV, "pipeline")
     if kind == "fake":
         folder = os.environ.get(FAKE_DIR_ENV)
@@ -470,10 +474,16 @@ def backend_from_env() -> AppBackend:
     if kind != "pipeline":
         raise BackendError(f"{BACKEND_ENV}={kind!r}: expected 'pipeline' or 'fake'")
     return PipelineBackend(library=os.environ.get("VIDLM_LIBRARY") or None, model=os.environ.get(MODEL_ENV) or None,
-                           embedder_model=os.environ.get(EMBEDDER_ENV) or None)
+                           embedder_model=os.environ.get(EMBEDDER_ENV) or None,
+                           compile_decoding=env_flag(COMPILE_ENV))
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable: "1", "true", "yes", "on" (any case) mean yes."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def backend_key() -> tuple[str, ...]:
     """The environment values that pick a backend (a cache key: new values, new backend)."""
-    names = (BACKEND_ENV, FAKE_DIR_ENV, FAKE_SCENARIO_ENV, "VIDLM_LIBRARY", MODEL_ENV, EMBEDDER_ENV)
+    names = (BACKEND_ENV, FAKE_DIR_ENV, FAKE_SCENARIO_ENV, "VIDLM_LIBRARY", MODEL_ENV, EMBEDDER_ENV, COMPILE_ENV)
     return tuple(os.environ.get(n, "") for n in names)

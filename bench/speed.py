@@ -176,13 +176,23 @@ def rates(stamps: list[float]) -> dict[str, float]:
     return {"ttft_s": stamps[0], "decode_tok_s": decode}
 
 
-def worker_generate(side: str, folder: Path, tokens: int, new_tokens: int) -> dict[str, Any]:
+def worker_generate(side: str, folder: Path, tokens: int, new_tokens: int, compile_decoding: bool = False) -> dict[str, Any]:
     import torch
 
     torch.set_grad_enabled(False)
     batch = video_batch(tokens, side)
     if side == "ref":
         stamps = timed_tokens_ref(load_ref(folder), batch, new_tokens)
+    elif compile_decoding:
+        from vidlm.weights import build_model
+
+        model = build_model(folder)
+        model.compile_decoding()
+        # The compiler runs once per process (a server's start-up), before the measured prompt.
+        ids = torch.arange(100, 164)[None]  # text only: no placeholders to fill
+        warm = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        timed_tokens_ours(folder, warm, 6, model=model)
+        stamps = timed_tokens_ours(folder, batch, new_tokens, model=model, prefill_chunk_size=4096)
     else:
         stamps = timed_tokens_ours(folder, batch, new_tokens, prefill_chunk_size=4096)
     return {**rates(stamps), "prompt_tokens": int(batch["input_ids"].shape[1])}
@@ -245,7 +255,7 @@ def worker_preprocess(side: str, frames: int, batch_frames: int = 120) -> dict[s
 def run_worker(args: argparse.Namespace) -> None:
     folder = Path(args.folder) if args.folder else None
     if args.task == "generate":
-        out = worker_generate(args.side, folder, args.tokens, args.new_tokens)
+        out = worker_generate(args.side, folder, args.tokens, args.new_tokens, bool(args.compile_decoding))
     elif args.task == "followup":
         out = worker_followup(args.side, folder, args.tokens)
     else:
@@ -276,7 +286,7 @@ def plan(quick: bool) -> dict[str, Any]:
                 frames=1200)
 
 
-def run_config(name: str, settings: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def run_config(name: str, settings: dict[str, Any], workdir: Path, *, compile_decoding: bool = False) -> dict[str, Any]:
     folder = workdir / name
     if not (folder / "config.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -284,8 +294,9 @@ def run_config(name: str, settings: dict[str, Any], workdir: Path) -> dict[str, 
     results: dict[str, Any] = {}
     for tokens, new_tokens in settings["lengths"].items():
         for side in ("ref", "ours"):
+            extra = {"compile_decoding": 1} if side == "ours" and compile_decoding else {}
             results[f"generate_{tokens}_{side}"] = measure(
-                "generate", side, folder=folder, tokens=tokens, new_tokens=new_tokens)
+                "generate", side, folder=folder, tokens=tokens, new_tokens=new_tokens, **extra)
     for side in ("ref", "ours"):
         results[f"followup_{side}"] = measure("followup", side, folder=folder, tokens=settings["followup_tokens"])
     return results
@@ -328,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="'small' only, fewer decode tokens")
     parser.add_argument("--json", action="store_true", help="print one JSON object of ratios on stdout")
     parser.add_argument("--workdir", help="where checkpoints are built (a temp folder by default)")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours decodes through torch.compile (vidlm --compile), compiled before the measured prompt")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", choices=["generate", "followup", "preprocess"], help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["ref", "ours"], help=argparse.SUPPRESS)
@@ -335,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=1024, help=argparse.SUPPRESS)
     parser.add_argument("--new-tokens", type=int, default=16, help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=1200, help=argparse.SUPPRESS)
+    parser.add_argument("--compile-decoding", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args)
@@ -344,14 +358,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         pre = {side: measure("preprocess", side, frames=settings["frames"]) for side in ("ref", "ours")}
-        results = {name: run_config(name, settings, workdir) for name in settings["configs"]}
+        results = {name: run_config(name, settings, workdir, compile_decoding=args.compile)
+                   for name in settings["configs"]}
     summary = ratios(results["small"], pre)
     report = "\n\n".join(table(name, r) for name, r in results.items())
     report += (f"\n\npreprocess {settings['frames']} frames 720p -> 448x800: reference {pre['ref']['seconds']:.2f} s, "
                f"ours {pre['ours']['seconds']:.2f} s ({summary['preprocess_ratio']:.2f}x)")
     print(report, file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps({**summary, "raw": {"preprocess": pre, **results}}))
+        print(json.dumps({**summary, "compiled_decoding": args.compile, "raw": {"preprocess": pre, **results}}))
     else:
         print(json.dumps(summary))
 

@@ -275,6 +275,7 @@ def load(
     video_prompt_layout: Literal["qwen", "transformers"] | None = None,
     cache_dir: str | Path | None = None,
     prefix_cache_bytes: int = 0,
+    compile_decoding: bool = False,
 ) -> VideoLM:
     """Load a checkpoint folder, a hub repo id, or (None) the built-in tiny model.
 
@@ -289,6 +290,9 @@ def load(
         cache_dir: keep vision-tower outputs on disk here, keyed by model and patch content.
         prefix_cache_bytes: keep prompt KV caches up to this many bytes (LRU) so follow-up
             questions about the same video prefill only their own tokens; 0 disables it.
+        compile_decoding: run decoding steps through ``torch.compile``
+            (``Qwen3VL.compile_decoding``): the first answer waits for the compiler, later
+            tokens come faster. For long generations and servers.
 
     Raises:
         CheckpointError: the checkpoint cannot be found, downloaded or loaded.
@@ -298,6 +302,7 @@ def load(
     folder = builtin_checkpoint() if model is None else resolve_checkpoint(model, revision=revision)
     overrides = {"video_prompt_layout": video_prompt_layout} if video_prompt_layout else {}
     network, processor = load_network(folder, runtime, **overrides)
+    network.compile_decoding(compile_decoding)
     tokenizer = processor.tokenizer
     generation = GenerationConfig.from_dir(folder)
     if not generation.eos_token_ids and tokenizer.eos_token_id is not None:

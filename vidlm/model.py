@@ -10,6 +10,8 @@ Shapes: B batch, L tokens, D hidden, V vocab, N patches, M merged visual tokens.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +23,8 @@ from .decoder import DeepStack, Linear, TextModel
 from .kv_cache import KVCache
 from .positions import IMAGE, VIDEO, continuation_positions, rope_index
 from .vision import VisionModel, VisualFeatures
+
+log = logging.getLogger(__name__)
 
 # Frame pairs per vision-tower pass: bounds its activations on hour-long videos.
 VISION_CHUNK_PAIRS = 32
@@ -52,6 +56,8 @@ class Qwen3VL(nn.Module):
         self.config = config
         self.model = Qwen3VLModel(config)
         self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        # A plain attribute, not a submodule: the compiled step must not add state-dict keys.
+        self._compiled_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def tie_weights(self) -> None:
         """Share the LM head with the input embeddings (2B/4B checkpoints)."""
@@ -60,6 +66,45 @@ class Qwen3VL(nn.Module):
     def set_attn_implementation(self, implementation: Literal["sdpa", "flash"]) -> None:
         self.model.visual.attn_implementation = implementation
         self.model.language_model.attn_implementation = implementation
+
+    def compile_decoding(self, enabled: bool = True) -> None:
+        """Run single-token decoding steps (the text decoder and the LM head) through
+        ``torch.compile`` with dynamic shapes; prompts, chunks and training stay eager.
+
+        The first step compiles (tens of seconds cold, a few with inductor's on-disk cache),
+        then each step runs fused kernels instead of hundreds of small ops: worth it for long
+        generations and servers, not for one short answer. If compiling fails (no C++ compiler,
+        an unsupported backend), a warning is logged and decoding stays eager.
+        """
+        self._compiled_step = torch.compile(self._decode_step, dynamic=True) if enabled else None
+
+    def _decode_step(
+        self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: KVCache, key_padding_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model.language_model(embeds, position_ids, cache=cache, key_padding_mask=key_padding_mask)
+        return self.lm_head(hidden), hidden
+
+    def _text_and_head(
+        self, embeds: torch.Tensor, position_ids: torch.Tensor, cache: KVCache | None,
+        key_padding_mask: torch.Tensor | None, deepstack: DeepStack | None, logits_to_keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self._compiled_step
+        if step is not None and cache is not None and cache.length > 0 and embeds.shape[1] == 1 and deepstack is None:
+            length = cache.length
+            cache.reserve(length + 1)  # any regrowth of the buffers happens here, outside the graph
+            try:
+                return step(embeds, position_ids, cache, key_padding_mask)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+                log.warning("torch.compile of the decoding step failed (%s: %s); decoding runs eagerly",
+                            type(exc).__name__, exc)
+                self._compiled_step = None
+                cache.truncate(length)  # a failed pass may have advanced the cache
+        hidden = self.model.language_model(
+            embeds, position_ids, cache=cache, key_padding_mask=key_padding_mask, deepstack=deepstack,
+        )
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.lm_head(hidden), hidden
 
     @property
     def device(self) -> torch.device:
@@ -168,13 +213,11 @@ class Qwen3VL(nn.Module):
             input_ids, attention_mask, mm_token_type_ids, image_grid_thw, video_grid_thw,
             position_ids=position_ids, rope_deltas=rope_deltas, cache=cache,
         )
-        hidden = self.model.language_model(
-            embeds, position_ids.to(self.device), cache=cache,
-            key_padding_mask=padding_mask(attention_mask, self.device), deepstack=deepstack,
+        logits, hidden = self._text_and_head(
+            embeds, position_ids.to(self.device), cache, padding_mask(attention_mask, self.device), deepstack,
+            logits_to_keep,
         )
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        return ModelOutput(logits=self.lm_head(hidden), rope_deltas=rope_deltas, hidden_states=hidden)
+        return ModelOutput(logits=logits, rope_deltas=rope_deltas, hidden_states=hidden)
 
     def positions(
         self,

@@ -253,6 +253,30 @@ def test_ask_json_and_clip(tmp_path, ingested, tiny_model):
 
 
 @pytest.mark.parametrize(
+    ("flags", "env", "compiled"),
+    [([], None, False), (["--compile"], None, True), ([], {"VIDLM_COMPILE": "1"}, True),
+     (["--no-compile"], {"VIDLM_COMPILE": "1"}, False)],
+)
+def test_compile_reaches_the_model_loader(monkeypatch, ingested, tiny_model, flags, env, compiled):
+    import vidlm
+
+    folder, library, _ = ingested
+    video = sorted(folder.glob("video_*.mp4"))[0]
+    asked: list[bool] = []
+    real_load = vidlm.load
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["compile_decoding"])
+        return real_load(*args, **{**kwargs, "compile_decoding": False})  # the plumbing, not the compiler
+
+    monkeypatch.setattr(vidlm, "load", spy)
+    common = ["--library", str(library), "--model", str(tiny_model), "--json", *flags]
+    assert run("ask", str(video), "When?", *common, *TOKENS, env=env).exit_code == 0
+    assert run("localize", "something moves", *common, "--ground", "1", env=env).exit_code == 0
+    assert asked == [compiled, compiled]
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["ask", "/no/such/video.mp4", "when?"],

@@ -143,3 +143,15 @@ def test_the_web_app_backend_takes_the_embedder_from_the_environment(monkeypatch
     monkeypatch.setenv(EMBEDDER_ENV, str(tiny_model))
     assert backend_from_env().pipe.embedder_model == str(tiny_model)
     assert backend_key() != before
+
+
+@pytest.mark.parametrize(("value", "compiled"), [(None, False), ("1", True), ("true", True), ("0", False)])
+def test_the_web_app_backend_takes_compile_from_the_environment(monkeypatch, tmp_path, value, compiled):
+    from app.ui_backend import COMPILE_ENV, backend_from_env
+
+    monkeypatch.setenv("VIDLM_LIBRARY", str(tmp_path / "lib"))
+    if value is None:
+        monkeypatch.delenv(COMPILE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(COMPILE_ENV, value)
+    assert backend_from_env().pipe.options.compile_decoding is compiled
