@@ -13,6 +13,8 @@ if [ "$extra" = dev ]; then
     # The web app's end-to-end tests run in Debian's chromium.
     command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
+    # torch.compile on CPU (--compile, tests/vidlm/test_compile.py) builds C++ kernels.
+    command -v g++ >/dev/null 2>&1 || apt_pkgs+=(g++)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
