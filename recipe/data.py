@@ -18,6 +18,14 @@ import numpy as np
 import torch
 
 from recipe.probes import colour_pairs_video, lookup_tasks
+from recipe.scene import (
+    BACKGROUND_COLOUR_NAMES,
+    OBJECT_COLOUR_NAMES,
+    SHAPES,
+    TEXTS,
+    Snapshot,
+    describe_at,
+)
 from recipe.tasks import (
     Task,
     TaskKind,
@@ -103,6 +111,7 @@ class Sample:
     tasks: tuple[Task, ...]
     frames: np.ndarray  # uint8 [T, H, W, 3]
     seconds: np.ndarray  # float64 [T]
+    shown: tuple[Snapshot, ...] | None = None  # what each frame pair shows (``pair_words``)
 
     @property
     def task(self) -> Task:
@@ -141,9 +150,11 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
         seconds = seconds + _draw_offset(rng, spec)
         tasks = lookup_tasks(rng, seconds, colours)
         order = rng.permutation(len(tasks))
-        return Sample(seed, None, tuple(tasks[i] for i in order), frames, seconds)
+        shown = tuple(Snapshot((), colour, None) for colour in colours)
+        return Sample(seed, None, tuple(tasks[i] for i in order), frames, seconds, shown)
     scene = make_scene(seed, spec.world)
     sample = _still_sample(seed, scene, rng, spec) if spec.stills else _video_sample(seed, scene, rng, spec)
+    sample = replace(sample, shown=_shown(sample))
     offset = _draw_offset(rng, spec)
     if offset:
         tasks = tuple(shift_task(t, scene, offset) for t in sample.tasks)
@@ -152,6 +163,39 @@ def make_sample(seed: int, spec: SampleSpec) -> Sample:
         stamps = printed_seconds(sample.seconds)
         sample = replace(sample, tasks=tuple(snap_task(t, scene, stamps) for t in sample.tasks))
     return sample
+
+
+def _shown(sample: Sample) -> tuple[Snapshot, ...]:
+    """The snapshot at each frame pair's time, on the scene's own clock (before any offset)."""
+    scene = sample.scene
+    assert scene is not None
+    return tuple(describe_at(scene, t) for t in frame_pair_seconds(sample.seconds))
+
+
+def _text_tokens(tok, text: str) -> list[int]:
+    """An on-screen text's tokens as a question quotes it (' "GAME OVER"' without the quotes)."""
+    return tok.encode(f' "{text}"')[1:-1]
+
+
+def identity_words(tok) -> dict[str, list[int]]:
+    """Every identity word of the world (colours, shapes, on-screen texts) -> its tokens as a
+    question writes it (" red", " dark green", the text inside its quotes)."""
+    words = {w: tok.encode(f" {w}") for w in (*OBJECT_COLOUR_NAMES, *BACKGROUND_COLOUR_NAMES, *SHAPES)}
+    return words | {f'"{t}"': _text_tokens(tok, t) for t in TEXTS}
+
+
+def pair_words(tok, shown: Sequence[Snapshot], vocab_size: int) -> torch.Tensor:
+    """int8 ``[P, V]``: 1 for the tokens of the identity words pair ``p`` shows (its objects'
+    colours and shapes, the background's colour, the on-screen text), 0 for the other identity
+    words' tokens, -1 for every token that is no identity word (not scored)."""
+    vocab = identity_words(tok)
+    out = torch.full((len(shown), vocab_size), -1, dtype=torch.int8)
+    out[:, sorted({i for ids in vocab.values() for i in ids})] = 0
+    for p, snap in enumerate(shown):
+        words = [w for obj in snap.objects for w in obj.split(" ", 1)] + [snap.background]
+        ids = [i for w in words for i in vocab[w]] + (_text_tokens(tok, snap.text) if snap.text else [])
+        out[p, ids] = 1
+    return out
 
 
 def printed_seconds(seconds: np.ndarray) -> list[float]:
@@ -251,14 +295,16 @@ class Branches:
     # [K] per pointer: the time's characters written before its token fit more than one printed
     # time (the token still chooses the frame pair; see ``answer_time_tokens``).
     deciding: torch.Tensor | None = None
+    words: torch.Tensor | None = None  # int8 [P, V]: ``pair_words`` of the pairs (the name loss)
 
     def to(self, device: str | torch.device) -> Branches:
         prefix = {k: v.to(device) for k, v in self.prefix.items()}
-        saliency, tenths, pointers, deciding = (
-            None if t is None else t.to(device) for t in (self.saliency, self.pair_tenths, self.pointers, self.deciding)
+        saliency, tenths, pointers, deciding, words = (
+            None if t is None else t.to(device)
+            for t in (self.saliency, self.pair_tenths, self.pointers, self.deciding, self.words)
         )
         return Branches(prefix, self.input_ids.to(device), self.labels.to(device), self.lengths,
-                        self.question_lengths, saliency, tenths, pointers, deciding)
+                        self.question_lengths, saliency, tenths, pointers, deciding, words)
 
 
 def length_groups(lengths: Sequence[int], *, slack: float = 1.5) -> list[list[int]]:
@@ -305,7 +351,9 @@ def encode_branches(processor, sample: Sample) -> Branches:
     ]
     pointers = torch.tensor([p[:3] for p in pointed], dtype=torch.long).reshape(-1, 3)
     deciding = torch.tensor([p[3] for p in pointed], dtype=torch.bool)
-    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths, pointers, deciding)
+    words = pair_words(tok, sample.shown, tok.vocab_size) if sample.shown is not None else None
+    return Branches(prefix, input_ids, label_ids, [len(r) for r in rows], asked, saliency, tenths, pointers, deciding,
+                    words)
 
 
 def answer_time_tokens(tok, answer_ids: Sequence[int], printed: Sequence[float]) -> list[tuple[int, int, bool]]:

@@ -67,6 +67,7 @@ class GroundingLosses:
     attend_weight: float = 0.0  # the last layer's supervised lookup head
     attend_first_digits: bool = False
     attend_deciding_digits: bool = False
+    name_weight: float = 0.0  # each frame pair's visual tokens name what it shows, through the LM head
 
     def __post_init__(self) -> None:
         if self.attend_first_digits and self.attend_deciding_digits:
@@ -301,6 +302,11 @@ def branch_loss(
     under 10 s only: after the "1" of "17.4", the next digit still chooses between the pairs
     printed 1.x and 10-19.x. ``attend_deciding_digits`` supervises every digit that still
     chooses a pair (``branches.deciding``) and none that only copies the one already chosen.
+
+    ``grounding.name_weight`` adds the name loss (:func:`name_loss`): the visual tokens entering
+    the last layer, read through the model's own final norm and LM head, name the identity words
+    of what their frame pair shows (``branches.words``), so that the keys the last layer's lookup
+    searches carry those words in the space the question's words are embedded in.
     """
     videos = [branches] if isinstance(branches, Branches) else list(branches)
     prefix, prefix_mask = _batch_prefixes(model, videos)
@@ -316,9 +322,10 @@ def branch_loss(
     use_pointer = heads is not None and grounding.pointer_weight > 0 and has_pointers
     use_attend = grounding.attend_weight > 0 and has_pointers
     use_heads = use_saliency or use_clock or use_pointer
+    use_name = grounding.name_weight > 0 and all(v.words is not None for v in videos)
     contexts: list[AttentionContext] = []
     last = model.model.language_model.layers[-1]
-    if use_heads or use_attend:
+    if use_heads or use_attend or use_name:
         def keep(_module: torch.nn.Module, args: tuple) -> None:
             states.append(args[0])
             contexts.append(args[1])
@@ -355,10 +362,13 @@ def branch_loss(
     }
     try:
         prefix_out = model(**prefix, cache=cache, logits_to_keep=1, vision_chunk_pairs=None)  # type: ignore[arg-type]
-        pair_keys = [_pair_key_positions(model, v) for v in videos] if use_heads or use_attend else None
+        pair_keys = [_pair_key_positions(model, v) for v in videos] if use_heads or use_attend or use_name else None
         # Each frame pair's visual token states [P, T, D] in the prefix pass, per video.
-        visual = [states[0][n, keys] for n, keys in enumerate(pair_keys)] if pair_keys is not None and use_heads else None
-        pairs = [x.mean(dim=1) for x in visual] if visual is not None else None
+        visual = (
+            [states[0][n, keys] for n, keys in enumerate(pair_keys)]
+            if pair_keys is not None and (use_heads or use_name) else None
+        )
+        pairs = [x.mean(dim=1) for x in visual] if visual is not None and use_heads else None
         prefix_width = prefix["input_ids"].shape[1]
         for rows in length_groups(lengths):
             width = max(lengths[i] for i in rows)
@@ -421,6 +431,9 @@ def branch_loss(
         total = total + visual_norm_weight * torch.stack(levels).mean(dim=0)
     if attended:
         total = total + grounding.attend_weight * _video_means(torch.cat(attended), attended_by, count)
+    if use_name and visual is not None:
+        named = torch.stack([name_loss(model, x, cast(torch.Tensor, v.words)) for x, v in zip(visual, videos, strict=True)])
+        total = total + grounding.name_weight * named
     if use_heads:  # the side heads' losses, each video's over its own frame pairs
         side = []
         for n, v in enumerate(videos):
@@ -438,6 +451,19 @@ def branch_loss(
             side.append(loss)
         total = total + torch.stack(side)
     return total.mean()
+
+
+def name_loss(model: Qwen3VL, visual: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the identity words each frame pair shows, read off its visual
+    token states ``visual`` [P, T, D] through the final norm and the LM head (the logit lens):
+    a word's logit for a pair is its highest over the pair's tokens (an object covers a few of
+    them, the background all). ``words`` int8 [P, V'] from :func:`recipe.data.pair_words`:
+    1 shown, 0 not shown, -1 not scored."""
+    logits = model.lm_head(model.model.language_model.norm(visual)).float().amax(dim=1)  # [P, V]
+    width = logits.shape[1]
+    words = words[:, :width] if words.shape[1] >= width else F.pad(words, (0, width - words.shape[1]), value=-1)
+    scored = words >= 0
+    return F.binary_cross_entropy_with_logits(logits[scored], words[scored].float())
 
 
 def _video_means(values: torch.Tensor, videos: list[int], count: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from recipe.data import (
     length_groups,
     make_sample,
     pair_saliency,
+    pair_words,
     planned_seconds,
 )
 from recipe.scene import describe_at
@@ -343,6 +344,59 @@ def test_grounding_heads_score_the_states_a_full_sequence_has(trained):
     assert clock.item() == pytest.approx(0.5 * want.item(), rel=1e-4, abs=1e-6)
     want = torch.nn.functional.cross_entropy(torch.stack(pointer_logits), torch.tensor(pointer_targets))
     assert len(pointer_targets) >= 12 and pointer.item() == pytest.approx(3.0 * want.item(), rel=1e-4, abs=1e-6)
+
+
+def test_pair_words_name_what_each_pair_shows_on_the_scene_s_own_clock(trained):
+    out, _ = trained
+    tok = Tokenizer.from_dir(out)
+    spec = dataclasses.replace(MULTI, max_offset_seconds=30.0, offset_probability=1.0, kinds=("qa",), questions=2)
+    sample = next(s for s in (make_sample(seed, spec) for seed in range(60))
+                  if s.seconds[0] >= 1.0 and any(x.text for x in s.shown) and any(x.objects for x in s.shown))
+    plain = make_sample(sample.seed, dataclasses.replace(spec, max_offset_seconds=0.0))
+    assert sample.seconds[0] > plain.seconds[0]  # its clock was moved on; what it shows was not
+    assert sample.shown == plain.shown == tuple(describe_at(sample.scene, t) for t in frame_pair_seconds(plain.seconds))
+    words = pair_words(tok, sample.shown, tok.vocab_size)
+    assert words.shape == (len(frame_pair_seconds(sample.seconds)), tok.vocab_size)
+    for p, snap in enumerate(sample.shown):
+        want = {i for obj in snap.objects for w in obj.split() for i in tok.encode(f" {w}")}
+        want |= set(tok.encode(f" {snap.background}"))
+        want |= set(tok.encode(f' "{snap.text}"')[1:-1]) if snap.text else set()
+        assert set(torch.nonzero(words[p] == 1)[:, 0].tolist()) == want
+    scored = words[0] >= 0
+    for word in (" red", " hexagon", " navy", " teal"):
+        assert all(scored[i] for i in tok.encode(word))
+    for word in (" When", "<|im_end|>", "."):  # not identity words: never scored
+        assert not any(scored[i] for i in tok.encode(word))
+
+
+def test_name_loss_reads_each_pair_s_visual_tokens_through_the_lm_head(trained):
+    """The name loss: the states entering the last layer at each pair's visual tokens, through
+    the final norm and the LM head, max over the pair's tokens, scored against ``pair_words``."""
+    import vidlm
+
+    out, _ = trained
+    lm = vidlm.load(out)
+    sample = grounding_sample()
+    branches = encode_branches(lm.processor, sample)
+    assert branches.words is not None
+    last = lm.model.model.language_model.layers[-1]
+    states = []
+    with torch.no_grad():
+        plain = branch_loss(lm.model, branches)
+        named = branch_loss(lm.model, branches, grounding=GroundingLosses(name_weight=1.5)) - plain
+        hook = last.register_forward_pre_hook(lambda _m, args: states.append(args[0]))
+        batch = encode(lm.processor, sample, sample.tasks[0])
+        batch.pop("labels")
+        lm.model(**batch)
+        hook.remove()
+        ids = batch["input_ids"][0]
+        visual = states[0][0, ids == lm.model.config.video_token_id].reshape(branches.words.shape[0], 4, -1)
+        logits = lm.model.lm_head(lm.model.model.language_model.norm(visual)).amax(dim=1)
+    words = branches.words[:, : logits.shape[1]]
+    scored = words >= 0
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits[scored], words[scored].float())
+    assert int((words == 1).sum()) >= len(words)  # every pair shows at least its background
+    assert named.item() == pytest.approx(1.5 * want.item(), rel=1e-4, abs=1e-6)
 
 
 def test_attend_loss_is_the_attention_mass_the_full_sequence_gives_the_pointed_pair(trained, monkeypatch):
