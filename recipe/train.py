@@ -304,7 +304,7 @@ def branch_loss(
     chooses a pair (``branches.deciding``) and none that only copies the one already chosen.
 
     ``grounding.name_weight`` adds the name loss (:func:`name_loss`): the visual tokens entering
-    the last layer, read through the model's own final norm and LM head, name the identity words
+    the last layer, read through the model's final norm and input embeddings, name the identity words
     of what their frame pair shows (``branches.words``), so that the keys the last layer's lookup
     searches carry those words in the space the question's words are embedded in.
     """
@@ -455,11 +455,13 @@ def branch_loss(
 
 def name_loss(model: Qwen3VL, visual: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the identity words each frame pair shows, read off its visual
-    token states ``visual`` [P, T, D] through the final norm and the LM head (the logit lens):
+    token states ``visual`` [P, T, D] through the final norm and the input embeddings (the logit
+    lens of a tied model; in an untied one, the rows the question's words are embedded with):
     a word's logit for a pair is its highest over the pair's tokens (an object covers a few of
     them, the background all). ``words`` int8 [P, V'] from :func:`recipe.data.pair_words`:
     1 shown, 0 not shown, -1 not scored."""
-    logits = model.lm_head(model.model.language_model.norm(visual)).float().amax(dim=1)  # [P, V]
+    text = model.model.language_model
+    logits = F.linear(text.norm(visual), text.embed_tokens.weight).float().amax(dim=1)  # [P, V]
     width = logits.shape[1]
     words = words[:, :width] if words.shape[1] >= width else F.pad(words, (0, width - words.shape[1]), value=-1)
     scored = words >= 0

@@ -371,7 +371,8 @@ def test_pair_words_name_what_each_pair_shows_on_the_scene_s_own_clock(trained):
 
 def test_name_loss_reads_each_pair_s_visual_tokens_through_the_lm_head(trained):
     """The name loss: the states entering the last layer at each pair's visual tokens, through
-    the final norm and the LM head, max over the pair's tokens, scored against ``pair_words``."""
+    the final norm and the input embeddings, max over the pair's tokens, scored against
+    ``pair_words``."""
     import vidlm
 
     out, _ = trained
@@ -391,7 +392,8 @@ def test_name_loss_reads_each_pair_s_visual_tokens_through_the_lm_head(trained):
         hook.remove()
         ids = batch["input_ids"][0]
         visual = states[0][0, ids == lm.model.config.video_token_id].reshape(branches.words.shape[0], 4, -1)
-        logits = lm.model.lm_head(lm.model.model.language_model.norm(visual)).amax(dim=1)
+        text = lm.model.model.language_model
+        logits = (text.norm(visual) @ text.embed_tokens.weight.T).amax(dim=1)
     words = branches.words[:, : logits.shape[1]]
     scored = words >= 0
     want = torch.nn.functional.binary_cross_entropy_with_logits(logits[scored], words[scored].float())
