@@ -369,7 +369,7 @@ def test_pair_words_name_what_each_pair_shows_on_the_scene_s_own_clock(trained):
         assert not any(scored[i] for i in tok.encode(word))
 
 
-def test_name_loss_reads_each_pair_s_visual_tokens_through_the_lm_head(trained):
+def test_name_loss_reads_each_pair_s_visual_tokens_through_the_input_embeddings(trained):
     """The name loss: the states entering the last layer at each pair's visual tokens, through
     the final norm and the input embeddings, max over the pair's tokens, scored against
     ``pair_words``."""
