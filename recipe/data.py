@@ -9,6 +9,7 @@ the answer tokens (and the closing ``<|im_end|>``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -177,11 +178,13 @@ def _text_tokens(tok, text: str) -> list[int]:
     return tok.encode(f' "{text}"')[1:-1]
 
 
-def identity_words(tok) -> dict[str, list[int]]:
+@functools.lru_cache(maxsize=8)
+def identity_words(tok) -> dict[str, tuple[int, ...]]:
     """Every identity word of the world (colours, shapes, on-screen texts) -> its tokens as a
-    question writes it (" red", " dark green", the text inside its quotes)."""
-    words = {w: tok.encode(f" {w}") for w in (*OBJECT_COLOUR_NAMES, *BACKGROUND_COLOUR_NAMES, *SHAPES)}
-    return words | {f'"{t}"': _text_tokens(tok, t) for t in TEXTS}
+    question writes it (" red", " dark green", the text inside its quotes). Built once per
+    tokenizer (every training sample asks for it); do not modify the result."""
+    words = {w: tuple(tok.encode(f" {w}")) for w in (*OBJECT_COLOUR_NAMES, *BACKGROUND_COLOUR_NAMES, *SHAPES)}
+    return words | {f'"{t}"': tuple(_text_tokens(tok, t)) for t in TEXTS}
 
 
 def pair_words(tok, shown: Sequence[Snapshot], vocab_size: int) -> torch.Tensor:
@@ -193,7 +196,8 @@ def pair_words(tok, shown: Sequence[Snapshot], vocab_size: int) -> torch.Tensor:
     out[:, sorted({i for ids in vocab.values() for i in ids})] = 0
     for p, snap in enumerate(shown):
         words = [w for obj in snap.objects for w in obj.split(" ", 1)] + [snap.background]
-        ids = [i for w in words for i in vocab[w]] + (_text_tokens(tok, snap.text) if snap.text else [])
+        words += [f'"{snap.text}"'] if snap.text else []
+        ids = [i for w in words for i in vocab[w]]
         out[p, ids] = 1
     return out
 

@@ -67,7 +67,7 @@ class GroundingLosses:
     attend_weight: float = 0.0  # the last layer's supervised lookup head
     attend_first_digits: bool = False
     attend_deciding_digits: bool = False
-    name_weight: float = 0.0  # each frame pair's visual tokens name what it shows, through the LM head
+    name_weight: float = 0.0  # each frame pair's visual tokens name what it shows, through the input embeddings
 
     def __post_init__(self) -> None:
         if self.attend_first_digits and self.attend_deciding_digits:
