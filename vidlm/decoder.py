@@ -109,23 +109,29 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(dh, config.rms_norm_eps)
         self.k_norm = RMSNorm(dh, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, queries: int | None = None) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with ``queries``, only the last that many positions' outputs
+        [B, queries, D] (keys and values of all L still go to the cache)."""
         b, length, _ = x.shape
+        kept = length if queries is None else queries
+        cos, sin = ctx.cos[:, None], ctx.sin[:, None]
         # [B, L, H*Dh] -> [B, H, L, Dh]
-        q = self.q_norm(self.q_proj(x).view(b, length, -1, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(b, length, -1, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(b, length, -1, self.head_dim).transpose(1, 2)
-        cos, sin = ctx.cos[:, None], ctx.sin[:, None]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        # Under autocast (bf16 training) the norms and rope return float32 while v_proj gives
-        # bf16; attention takes one dtype. A no-op whenever the model runs in one dtype.
-        q, k = q.to(v.dtype), k.to(v.dtype)
+        k = apply_rotary(k, cos, sin).to(v.dtype)
         if ctx.cache is not None:
             k, v = ctx.cache.update(self.layer_idx, k, v)
+        if kept == 0:
+            return x[:, :0]
+        xq = x[:, length - kept:]
+        q = self.q_norm(self.q_proj(xq).view(b, kept, -1, self.head_dim)).transpose(1, 2)
+        # Under autocast (bf16 training) the norms and rope return float32 while v_proj gives
+        # bf16; attention takes one dtype. A no-op whenever the model runs in one dtype.
+        q = apply_rotary(q, cos[:, :, length - kept:], sin[:, :, length - kept:]).to(v.dtype)
         out = causal_attention(
             q, k, v, key_padding_mask=ctx.key_padding_mask, implementation=ctx.implementation
         )
-        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, kept, -1))
 
 
 class DecoderLayer(nn.Module):
@@ -140,8 +146,17 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), ctx)
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, keep: int | None = None) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D], or only the last ``keep`` positions [B, keep, D]: the layer
+        still writes all L keys and values to the cache, but runs its queries, output
+        projection and MLP for those positions alone (a prompt's last layer, whose other
+        outputs nobody reads)."""
+        if keep is None:
+            x = x + self.self_attn(self.input_layernorm(x), ctx)
+        else:
+            x = x[:, x.shape[1] - keep:] + self.self_attn(self.input_layernorm(x), ctx, queries=keep)
+            if keep == 0:
+                return x  # the keys and values are written; nothing else is read
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -184,8 +199,10 @@ class TextModel(nn.Module):
         cache: KVCache | None = None,
         key_padding_mask: torch.Tensor | None = None,
         deepstack: DeepStack | None = None,
+        keep: int | None = None,
     ) -> torch.Tensor:
-        """Hidden states [B, L, D] after the final norm.
+        """Hidden states [B, L, D] after the final norm (only the last ``keep`` positions
+        [B, keep, D] when given: see ``DecoderLayer.forward``; 0 fills the cache alone).
 
         Args:
             inputs_embeds: [B, L, D] token (and scattered visual) embeddings.
@@ -193,14 +210,22 @@ class TextModel(nn.Module):
             cache: written at its current length and advanced by L.
             key_padding_mask: [B, cache.length + L] bool, True for real tokens; None if unpadded.
             deepstack: visual features for the first layers (prefill only).
+            keep: how many of the last positions' states to return; None for all.
         """
+        length = inputs_embeds.shape[1]
         cos, sin = self.rope_tables(position_ids, inputs_embeds.dtype)
         if cache is not None:
-            cache.reserve(cache.length + inputs_embeds.shape[1])
+            cache.reserve(cache.length + length)
         ctx = AttentionContext(cos, sin, cache, key_padding_mask, self.attn_implementation)
+        if keep is not None and (keep >= length or keep < 0):
+            keep = None
+        last = len(self.layers) - 1
+        if deepstack is not None and len(deepstack.features) > last:
+            keep = None  # DeepStack adds to every position after the last layer too (no such checkpoint)
         h = inputs_embeds
         for i, layer in enumerate(self.layers):
-            h = layer(h, ctx)
+            # Only the last layer can drop positions: every earlier one feeds all of them onward.
+            h = layer(h, ctx, keep) if i == last and keep is not None else layer(h, ctx)
             if deepstack is not None and i < len(deepstack.features):
                 h = add_at_mask(h, deepstack.mask, deepstack.features[i])
         if cache is not None:

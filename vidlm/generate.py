@@ -302,9 +302,11 @@ def prefill(
             )
         else:
             chunk_embeds, chunk_deepstack = embeds[:, start:end], _chunk_deepstack(deepstack, start, end)
+        # Only the prompt's last position is read: earlier chunks just fill the cache.
         hidden = model.model.language_model(
             chunk_embeds, position_ids[:, :, start:end], cache=cache,
             key_padding_mask=padding_mask(keys_mask, model.device), deepstack=chunk_deepstack,
+            keep=1 if end == length - skip else 0,
         )
     for s in streams.values():
         s.finish()

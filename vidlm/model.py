@@ -101,9 +101,8 @@ class Qwen3VL(nn.Module):
                 cache.truncate(length)  # a failed pass may have advanced the cache
         hidden = self.model.language_model(
             embeds, position_ids, cache=cache, key_padding_mask=key_padding_mask, deepstack=deepstack,
+            keep=logits_to_keep or None,
         )
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
         return self.lm_head(hidden), hidden
 
     @property

@@ -152,3 +152,38 @@ def test_streamed_visual_features_equal_the_whole_prompt_pass(model):
              "mm_token_type_ids": (fewer_runs == model.config.video_token_id).long() * VIDEO}
     with pytest.raises(ValueError, match="16 video placeholder tokens but more video features"):
         prefill(model, extra, empty_cache(model, fewer_runs.shape[1]), chunk_size=5)
+
+
+@torch.no_grad()
+def test_a_prompt_s_last_layer_runs_only_the_positions_that_are_read(model):
+    """``keep`` returns the last positions' states of a full pass and fills the same cache; the
+    prefill runs its last layer's MLP for the prompt's last token alone (earlier chunks only
+    write the cache), with the same logits as a pass that keeps every position."""
+    text = model.model.language_model
+    ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(4))
+    embeds = text.embed_tokens(ids)
+    positions = torch.arange(40).expand(3, 2, 40)
+    full_cache, kept_cache, none_cache = (KVCache(num_layers=len(text.layers), batch_size=2,
+                                                  num_kv_heads=text.config.num_key_value_heads,
+                                                  head_dim=text.config.head_dim, capacity=40,
+                                                  dtype=torch.float32, device="cpu") for _ in range(3))
+    whole = text(embeds, positions, cache=full_cache)
+    last3 = text(embeds, positions, cache=kept_cache, keep=3)
+    assert last3.shape == (2, 3, whole.shape[-1])
+    torch.testing.assert_close(last3, whole[:, -3:], atol=1e-5, rtol=1e-5)
+    assert text(embeds, positions, cache=none_cache, keep=0).shape == (2, 0, whole.shape[-1])
+    for cache in (kept_cache, none_cache):
+        assert cache.length == full_cache.length == 40
+        for layer in range(len(text.layers)):
+            torch.testing.assert_close(cache.keys[layer], full_cache.keys[layer], atol=0, rtol=0)
+            torch.testing.assert_close(cache.values[layer], full_cache.values[layer], atol=0, rtol=0)
+    # Through the prefill: 3 chunks, the last layer's MLP sees one row in all.
+    rows: list[int] = []
+    hook = text.layers[-1].mlp.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[1]))
+    try:
+        got = last_logits(model, ids[:1], 16)
+    finally:
+        hook.remove()
+    assert rows == [1]
+    expected = model(ids[:1], torch.ones_like(ids[:1])).logits[:, -1]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
