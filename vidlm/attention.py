@@ -78,17 +78,19 @@ def vision_attention(
         longest = int((cu[1:] - cu[:-1]).max())
         return flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=False)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-    out = torch.empty_like(q)
-    start = 0
+    outs, start = [], 0
     for length, count in _equal_runs(lengths):
         stop = start + length * count
         # [count*length, H, Dh] -> [count, H, length, Dh]: one batched call for equal blocks.
         shape = (count, length, *q.shape[1:])
         qs, ks, vs = (t[start:stop].reshape(shape).transpose(1, 2) for t in (q, k, v))
         o = F.scaled_dot_product_attention(qs, ks, vs)
-        out[start:stop] = o.transpose(1, 2).reshape(stop - start, *q.shape[1:])
+        outs.append(o.transpose(1, 2).reshape(stop - start, *q.shape[1:]))
         start = stop
-    return out
+    # One run (a video of equal frames: the usual case) needs no second copy into a buffer.
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat(outs) if outs else torch.empty_like(q)
 
 
 def _equal_runs(lengths: list[int]) -> list[tuple[int, int]]:

@@ -178,6 +178,17 @@ class VisionModel(nn.Module):
         taps, weights = taps.to(table.device), weights.to(table.device)
         return (table[taps] * weights[..., None]).sum(1)
 
+    def _add_position_embeddings(self, x: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """x [N, C] plus ``position_embeddings``, resampled once per image or video (not per
+        frame pair: every frame of a grid has the same table) and added in place."""
+        start = 0
+        for t, h, w in grid_thw.tolist():
+            stop = start + t * h * w
+            frame = self.position_embeddings(torch.tensor([[1, h, w]])).to(x.dtype)  # [h*w, C]
+            x[start:stop].view(t, h * w, -1).add_(frame)
+            start = stop
+        return x
+
     def forward(
         self, pixels: torch.Tensor, grid_thw: torch.Tensor, *, chunk_pairs: int | None = None
     ) -> VisualFeatures:
@@ -211,7 +222,7 @@ class VisionModel(nn.Module):
         if pixels.dtype == torch.uint8:
             pixels = self.pixel_norm(pixels)
         x = self.patch_embed(pixels)
-        x = x + self.position_embeddings(grid_cpu).to(x.dtype)
+        x = self._add_position_embeddings(x, grid_cpu)
         rowcol = patch_rowcol(grid_cpu, cfg.spatial_merge_size).to(x.device)
         rope = vision_cos_sin(rowcol, vision_inv_freq(cfg.head_dim, cfg.rope_theta))
         cu = cu_seqlens(grid_cpu)
