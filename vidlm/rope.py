@@ -89,9 +89,9 @@ def mrope_cos_sin(
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate-half rope: channel j pairs with j + Dh/2. ``cos``/``sin`` broadcast against ``x``.
 
-    ``x * cos + cat(-x2, x1) * sin`` (x1, x2 the halves) written as one product and two multiply-adds into its
-    halves: one output tensor instead of four temporaries (about 2x faster on CPU, where a
-    prompt's rope is memory-bound); the sums round once instead of twice.
+    ``x * cos + cat(-x2, x1) * sin`` (x1, x2 the halves), written as one product and two
+    multiply-adds into its halves: one output tensor instead of four temporaries (about 2x
+    faster on CPU, where a prompt's rope is memory-bound).
     """
     half = x.shape[-1] // 2
     out = x * cos
