@@ -69,6 +69,12 @@ class Linear(nn.Linear):
         return out if self.bias is None else out + self.bias
 
 
+def add_residual(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x + out``, added into ``out`` (a sublayer's fresh output; no new tensor) when both have
+    one dtype. Under autocast ``out`` can be bf16 beside a float32 stream, which stays float32."""
+    return out.add_(x) if out.dtype == x.dtype else x + out
+
+
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
 
@@ -79,7 +85,12 @@ class MLP(nn.Module):
         self.down_proj = Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if torch.is_grad_enabled():
+            return self.down_proj(F.silu(gate) * up)
+        # Inference: in place, no [L, intermediate] temporaries (on CPU each big one is fresh
+        # pages from the OS); the same values.
+        return self.down_proj(F.silu(gate, inplace=True).mul_(up))
 
 
 @dataclass
@@ -152,12 +163,12 @@ class DecoderLayer(nn.Module):
         projection and MLP for those positions alone (a prompt's last layer, whose other
         outputs nobody reads)."""
         if keep is None:
-            x = x + self.self_attn(self.input_layernorm(x), ctx)
+            x = add_residual(self.self_attn(self.input_layernorm(x), ctx), x)
         else:
-            x = x[:, x.shape[1] - keep:] + self.self_attn(self.input_layernorm(x), ctx, queries=keep)
+            x = add_residual(self.self_attn(self.input_layernorm(x), ctx, queries=keep), x[:, x.shape[1] - keep:])
             if keep == 0:
                 return x  # the keys and values are written; nothing else is read
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return add_residual(self.mlp(self.post_attention_layernorm(x)), x)
 
 
 @dataclass

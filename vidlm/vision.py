@@ -23,6 +23,7 @@ from torch import nn
 
 from .attention import vision_attention
 from .config import VisionConfig
+from .decoder import add_residual
 from .image_ops import PixelNorm
 from .rope import apply_rotary, vision_cos_sin, vision_inv_freq
 
@@ -69,6 +70,14 @@ def _block_major(h: int, w: int, merge: int) -> torch.Tensor:
     return raster.transpose(1, 2).flatten()
 
 
+def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
+    """``F.gelu``; in place outside autograd (``x`` is a linear layer's fresh output), which
+    spares a [N, intermediate] temporary per block."""
+    if torch.is_grad_enabled():
+        return F.gelu(x, approximate=approximate)
+    return torch.ops.aten.gelu_(x, approximate=approximate)
+
+
 class PatchEmbed(nn.Module):
     """Conv3d with kernel == stride == one patch: a matmul over flattened patch rows."""
 
@@ -108,7 +117,7 @@ class VisionMLP(nn.Module):
         self.approximate = "tanh" if config.hidden_act == "gelu_pytorch_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_fc2(F.gelu(self.linear_fc1(x), approximate=self.approximate))
+        return self.linear_fc2(gelu(self.linear_fc1(x), self.approximate))
 
 
 class VisionBlock(nn.Module):
@@ -121,8 +130,8 @@ class VisionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cu: torch.Tensor,
                 implementation: Literal["sdpa", "flash"]) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope, cu, implementation)
-        return x + self.mlp(self.norm2(x))
+        x = add_residual(self.attn(self.norm1(x), rope, cu, implementation), x)
+        return add_residual(self.mlp(self.norm2(x)), x)
 
 
 class PatchMerger(nn.Module):
@@ -141,7 +150,7 @@ class PatchMerger(nn.Module):
             x = self.norm(x.view(-1, self.merged))
         else:
             x = self.norm(x).view(-1, self.merged)  # [N, C] -> [M, 4C]
-        return self.linear_fc2(F.gelu(self.linear_fc1(x)))
+        return self.linear_fc2(gelu(self.linear_fc1(x), "none"))
 
 
 @dataclass

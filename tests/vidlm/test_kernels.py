@@ -65,3 +65,47 @@ def test_split_kv_decode_merges_splits_by_their_log_sum_exps(batch, keys):
     # As close to float32 as the unsplit bf16 kernel is (rounding q, k, v to bf16 dominates).
     assert (got.float() - want).abs().max() <= 1.5 * (unsplit.float() - want).abs().max() + 1e-3
     assert torch.allclose(split_kv_decode_attention(rows, k, v), want, atol=1e-5)
+
+
+def test_residuals_and_activations_in_place_keep_values_gradients_and_the_float32_stream():
+    """The decoder layer and the vision block add their residuals into the sublayers' outputs
+    and run SiLU/GELU in place outside autograd: the same values as out of place, gradients
+    still flow in training, and under bf16 autocast the residual stream stays float32."""
+    from vidlm.decoder import AttentionContext, DecoderLayer
+    from vidlm.model import Qwen3VL
+    from vidlm.presets import preset
+
+    torch.manual_seed(0)
+    model = Qwen3VL(preset("tiny"))
+    layer: DecoderLayer = model.model.language_model.layers[0]
+    block = model.model.visual.blocks[0]
+    x = torch.randn(1, 12, layer.mlp.gate_proj.in_features)
+    cos, sin = model.model.language_model.rope_tables(torch.arange(12).expand(3, 1, 12), torch.float32)
+    ctx = AttentionContext(cos, sin, None, None, "sdpa")
+    patches = torch.randn(16, block.norm1.normalized_shape[0])
+    rope = (torch.ones(16, block.attn.qkv.in_features // block.attn.num_heads), torch.zeros(16, block.attn.qkv.in_features // block.attn.num_heads))
+    cu = torch.tensor([0, 16], dtype=torch.int32)
+
+    def by_hand_layer(h):
+        h = h + layer.self_attn(layer.input_layernorm(h), ctx)
+        gate, up = layer.mlp.gate_proj(layer.post_attention_layernorm(h)), layer.mlp.up_proj(layer.post_attention_layernorm(h))
+        return h + layer.mlp.down_proj(F.silu(gate) * up)
+
+    def by_hand_block(h):
+        h = h + block.attn(block.norm1(h), rope, cu, "sdpa")
+        mlp = block.mlp
+        return h + mlp.linear_fc2(F.gelu(mlp.linear_fc1(block.norm2(h)), approximate=mlp.approximate))
+
+    with torch.no_grad():
+        assert torch.equal(layer(x, ctx), by_hand_layer(x))
+        assert torch.equal(block(patches, rope, cu, "sdpa"), by_hand_block(patches))
+    # Training: gradients reach the input and the weights, equal to the out-of-place graph's.
+    xs = x.clone().requires_grad_(True)
+    layer(xs, ctx).square().sum().backward()
+    expected = x.clone().requires_grad_(True)
+    by_hand_layer(expected).square().sum().backward()
+    torch.testing.assert_close(xs.grad, expected.grad)
+    # bf16 autocast: the sublayers' outputs are bf16, the stream they are added to stays float32.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x, ctx).dtype == torch.float32
+        assert block(patches, rope, cu, "sdpa").dtype == torch.float32
