@@ -3,10 +3,11 @@
 Unusual here: the prompt is prefilled in chunks, and the vision tower's output is streamed
 into them: a chunk of frame pairs is encoded when the prefill reaches its first placeholder,
 so neither the prompt's embeddings nor its visual and DeepStack features are ever held whole;
-peak activation memory depends on the chunks, not on the prompt length. Sampling follows the
-reference's order: repetition penalty (over prompt and output, multiplicative), presence
-penalty (over output tokens only, additive, as in the OpenAI/vLLM convention), then
-temperature, top-k and top-p. Batches are left- or right-padded prompts; finished rows emit
+peak activation memory depends on the chunks, not on the prompt length. The last decoder layer
+runs its queries, output projection and MLP for the prompt's last position alone (the others
+only leave their keys and values in the cache). Sampling follows the reference's order:
+repetition penalty (over prompt and output, multiplicative), presence penalty (over output
+tokens only, additive, as in the OpenAI/vLLM convention), then temperature, top-k and top-p. Batches are left- or right-padded prompts; finished rows emit
 the pad token until every row is done.
 
 Shapes: B batch, L prompt tokens, V vocab.
