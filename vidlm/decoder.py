@@ -86,10 +86,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_proj(x), self.up_proj(x)
-        if torch.is_grad_enabled():
+        if gate.requires_grad or up.requires_grad:
             return self.down_proj(F.silu(gate) * up)
-        # Inference: in place, no [L, intermediate] temporaries (on CPU each big one is fresh
-        # pages from the OS); the same values.
+        # Not recorded by autograd: in place, no [L, intermediate] temporaries (on CPU each big
+        # one is fresh pages from the OS); the same values.
         return self.down_proj(F.silu(gate, inplace=True).mul_(up))
 
 
@@ -236,7 +236,7 @@ class TextModel(nn.Module):
         h = inputs_embeds
         for i, layer in enumerate(self.layers):
             # Only the last layer can drop positions: every earlier one feeds all of them onward.
-            h = layer(h, ctx, keep) if i == last and keep is not None else layer(h, ctx)
+            h = layer(h, ctx, keep if i == last else None)
             if deepstack is not None and i < len(deepstack.features):
                 h = add_at_mask(h, deepstack.mask, deepstack.features[i])
         if cache is not None:

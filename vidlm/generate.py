@@ -7,8 +7,9 @@ peak activation memory depends on the chunks, not on the prompt length. The last
 runs its queries, output projection and MLP for the prompt's last position alone (the others
 only leave their keys and values in the cache). Sampling follows the reference's order:
 repetition penalty (over prompt and output, multiplicative), presence penalty (over output
-tokens only, additive, as in the OpenAI/vLLM convention), then temperature, top-k and top-p. Batches are left- or right-padded prompts; finished rows emit
-the pad token until every row is done.
+tokens only, additive, as in the OpenAI/vLLM convention), then temperature, top-k and top-p.
+Batches are left- or right-padded prompts; finished rows emit the pad token until every row is
+done.
 
 Shapes: B batch, L prompt tokens, V vocab.
 """

@@ -46,22 +46,19 @@ def cu_seqlens(grid_thw: torch.Tensor) -> torch.Tensor:
     return F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
 
 
-def pos_embed_taps(grid_thw: torch.Tensor, side: int, merge: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear (align_corners) taps into the side x side table: indices [N, 4], weights [N, 4]."""
-    idx, wts = [], []
-    for t, h, w in grid_thw.tolist():
-        ys = torch.arange(h, dtype=torch.float32) * (side - 1) / max(h - 1, 1)
-        xs = torch.arange(w, dtype=torch.float32) * (side - 1) / max(w - 1, 1)
-        y0, x0 = ys.floor(), xs.floor()
-        dy, dx = (ys - y0)[:, None], (xs - x0)[None, :]
-        y0, x0 = y0.long()[:, None], x0.long()[None, :]
-        y1, x1 = (y0 + 1).clamp(max=side - 1), (x0 + 1).clamp(max=side - 1)
-        taps = torch.stack((y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1), -1)
-        weights = torch.stack(((1 - dy) * (1 - dx), (1 - dy) * dx, dy * (1 - dx), dy * dx), -1)
-        order = _block_major(h, w, merge)
-        idx.append(taps.reshape(h * w, 4)[order].repeat(t, 1))
-        wts.append(weights.reshape(h * w, 4)[order].repeat(t, 1))
-    return torch.cat(idx), torch.cat(wts)
+def pos_embed_taps(h: int, w: int, side: int, merge: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners) taps of an h x w frame's patches (block-major) into the side x
+    side table: indices [h*w, 4], weights [h*w, 4]."""
+    ys = torch.arange(h, dtype=torch.float32) * (side - 1) / max(h - 1, 1)
+    xs = torch.arange(w, dtype=torch.float32) * (side - 1) / max(w - 1, 1)
+    y0, x0 = ys.floor(), xs.floor()
+    dy, dx = (ys - y0)[:, None], (xs - x0)[None, :]
+    y0, x0 = y0.long()[:, None], x0.long()[None, :]
+    y1, x1 = (y0 + 1).clamp(max=side - 1), (x0 + 1).clamp(max=side - 1)
+    taps = torch.stack((y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1), -1)
+    weights = torch.stack(((1 - dy) * (1 - dx), (1 - dy) * dx, dy * (1 - dx), dy * dx), -1)
+    order = _block_major(h, w, merge)
+    return taps.reshape(h * w, 4)[order], weights.reshape(h * w, 4)[order]
 
 
 def _block_major(h: int, w: int, merge: int) -> torch.Tensor:
@@ -71,9 +68,9 @@ def _block_major(h: int, w: int, merge: int) -> torch.Tensor:
 
 
 def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
-    """``F.gelu``; in place outside autograd (``x`` is a linear layer's fresh output), which
-    spares a [N, intermediate] temporary per block."""
-    if torch.is_grad_enabled():
+    """``F.gelu``, in place when autograd does not record ``x`` (inference, a frozen tower;
+    ``x`` is a linear layer's fresh output): no [N, intermediate] temporary per block."""
+    if x.requires_grad:
         return F.gelu(x, approximate=approximate)
     return torch.ops.aten.gelu_(x, approximate=approximate)
 
@@ -179,22 +176,21 @@ class VisionModel(nn.Module):
         # rows arrive normalised already.
         self.pixel_norm = PixelNorm()
 
-    def position_embeddings(self, grid_thw: torch.Tensor) -> torch.Tensor:
-        """The position table resampled to every patch [N, C]."""
+    def position_embeddings(self, h: int, w: int) -> torch.Tensor:
+        """The position table resampled to the patches of one h x w frame [h*w, C] (block-major;
+        every frame pair of a grid shares it)."""
         side = math.isqrt(self.config.num_position_embeddings)
-        taps, weights = pos_embed_taps(grid_thw.cpu(), side, self.config.spatial_merge_size)
+        taps, weights = pos_embed_taps(h, w, side, self.config.spatial_merge_size)
         table = self.pos_embed.weight
-        taps, weights = taps.to(table.device), weights.to(table.device)
-        return (table[taps] * weights[..., None]).sum(1)
+        return (table[taps.to(table.device)] * weights.to(table.device)[..., None]).sum(1)
 
     def _add_position_embeddings(self, x: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """x [N, C] plus ``position_embeddings``, resampled once per image or video (not per
-        frame pair: every frame of a grid has the same table) and added in place."""
+        """x [N, C] plus each patch's position embedding, resampled once per grid row (not per
+        frame pair) and added in place."""
         start = 0
         for t, h, w in grid_thw.tolist():
             stop = start + t * h * w
-            frame = self.position_embeddings(torch.tensor([[1, h, w]])).to(x.dtype)  # [h*w, C]
-            x[start:stop].view(t, h * w, -1).add_(frame)
+            x[start:stop].view(t, h * w, -1).add_(self.position_embeddings(h, w).to(x.dtype))
             start = stop
         return x
 
