@@ -26,10 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (the bench's prompt, sizes and worker)
+import speed  # noqa: E402  (the bench's prompt, sizes, prefill chunk and worker)
 
-CHUNK = 4096  # bench/speed.py's prefill chunk
-VISION_CHUNK_PAIRS = 32
+from vidlm.model import VISION_CHUNK_PAIRS  # noqa: E402
 
 
 def timed(fn: Callable[[], object], reps: int = 3) -> float:
@@ -65,11 +64,12 @@ def floor(tokens: int) -> dict[str, tuple[float, float, float]]:
     length = batch["input_ids"].shape[1]
     pairs, h, w = batch["video_grid_thw"][0].tolist()
     per_pair = h * w
+    patch = batch["pixel_values_videos"].shape[1]  # channels x temporal patch x patch^2
     parts: dict[str, tuple[float, float, float]] = {}
 
     # Vision tower, in chunks of frame pairs; the last chunk holds the rest.
     chunks = [min(VISION_CHUNK_PAIRS, pairs - s) for s in range(0, pairs, VISION_CHUNK_PAIRS)]
-    shapes = [(1536, vd), (vd, 3 * vd), (vd, vd), (vd, vi), (vi, vd)]
+    shapes = [(patch, vd), (vd, 3 * vd), (vd, vd), (vd, vi), (vi, vd)]
     repeat = [1, depth, depth, depth, depth]
     secs = flops = 0.0
     for c in chunks:
@@ -87,12 +87,12 @@ def floor(tokens: int) -> dict[str, tuple[float, float, float]]:
 
     # Text decoder, prefilled in chunks; ours runs the last layer's queries, o_proj and MLP for
     # the prompt's last position only (its keys and values for every position).
-    starts = list(range(0, length, CHUNK))
+    starts = list(range(0, length, speed.PREFILL_CHUNK))
     kv_shapes = [(d, kv * dh), (d, kv * dh)]
     rest_shapes = [(d, heads * dh), (heads * dh, d), (d, inter), (d, inter), (inter, d)]
     secs_ours = flops_ours = flops_ref = 0.0
     for s in starts:
-        rows = min(CHUNK, length - s)
+        rows = min(speed.PREFILL_CHUNK, length - s)
         kv_s = sum(gemm(rows, k, n) for k, n in kv_shapes)
         rest_s = sum(gemm(rows, k, n) for k, n in rest_shapes)
         kv_f = sum(2 * rows * k * n for k, n in kv_shapes)
@@ -103,7 +103,7 @@ def floor(tokens: int) -> dict[str, tuple[float, float, float]]:
     parts["text GEMMs"] = (flops_ours / 1e9, flops_ref / 1e9, secs_ours)
     secs = flops_ours = flops_ref = 0.0
     for s in starts:
-        rows = min(CHUNK, length - s)
+        rows = min(speed.PREFILL_CHUNK, length - s)
         per_layer = flash(1, heads, rows, rows, dh, True)  # the chunk's causal square
         f = 4 * heads * dh * rows * (rows + 1) / 2
         if s:  # the cached prefix: a kv head's query heads stacked as rows, no mask

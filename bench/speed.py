@@ -40,6 +40,7 @@ log = logging.getLogger("bench.speed")
 
 IMG, VID, VS, VE, IM_START, IM_END, PAD = 262, 263, 259, 260, 258, 256, 257
 PAIR_GRID = (24, 32)  # patches per frame pair (h, w): 192 merged tokens
+PREFILL_CHUNK = 4096  # tokens per decoder pass of our prefill
 TEXT_SIZES = {
     "tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=64, mrope=[12, 10, 10]),
@@ -192,9 +193,9 @@ def worker_generate(side: str, folder: Path, tokens: int, new_tokens: int, compi
         ids = torch.arange(100, 164)[None]  # text only: no placeholders to fill
         warm = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         timed_tokens_ours(folder, warm, 6, model=model)
-        stamps = timed_tokens_ours(folder, batch, new_tokens, model=model, prefill_chunk_size=4096)
+        stamps = timed_tokens_ours(folder, batch, new_tokens, model=model, prefill_chunk_size=PREFILL_CHUNK)
     else:
-        stamps = timed_tokens_ours(folder, batch, new_tokens, prefill_chunk_size=4096)
+        stamps = timed_tokens_ours(folder, batch, new_tokens, prefill_chunk_size=PREFILL_CHUNK)
     return {**rates(stamps), "prompt_tokens": int(batch["input_ids"].shape[1])}
 
 
@@ -211,7 +212,7 @@ def worker_followup(side: str, folder: Path, tokens: int) -> dict[str, Any]:
     from vidlm.weights import build_model
 
     caches = dict(model=build_model(folder), prefix_cache=PrefixCache(max_bytes=8 << 30),
-                  visual_cache=VisualCache(max_bytes=4 << 30), prefill_chunk_size=4096)
+                  visual_cache=VisualCache(max_bytes=4 << 30), prefill_chunk_size=PREFILL_CHUNK)
     timed_tokens_ours(folder, first, 1, **dict(caches))
     return {"ttft_s": timed_tokens_ours(folder, follow, 1, **dict(caches))[0]}
 
