@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from vidlm.weights import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / args.config
-        speed.build_checkpoint(folder, args.config)
+        folder = speed.checkpoint(Path(tmp), args.config)
         ours = build_model(folder, dtype=torch.bfloat16, device="cuda").eval()
         ref = transformers.Qwen3VLForConditionalGeneration.from_pretrained(
             folder, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()

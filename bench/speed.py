@@ -287,11 +287,17 @@ def plan(quick: bool) -> dict[str, Any]:
                 frames=1200)
 
 
-def run_config(name: str, settings: dict[str, Any], workdir: Path, *, compile_decoding: bool = False) -> dict[str, Any]:
+def checkpoint(workdir: Path, name: str) -> Path:
+    """``workdir / name``, holding the random checkpoint of size ``name`` (built on first use)."""
     folder = workdir / name
     if not (folder / "config.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         build_checkpoint(folder, name)
+    return folder
+
+
+def run_config(name: str, settings: dict[str, Any], workdir: Path, *, compile_decoding: bool = False) -> dict[str, Any]:
+    folder = checkpoint(workdir, name)
     results: dict[str, Any] = {}
     for tokens, new_tokens in settings["lengths"].items():
         for side in ("ref", "ours"):
