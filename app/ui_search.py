@@ -43,7 +43,7 @@ def show_hits(backend: AppBackend, query: str | None, hits: list[dict[str, Any]]
     if not hits:
         st.info(f"No clips match “{query}”.")
         return
-    st.caption(f"{len(hits)} clips for “{query}”, best first")
+    st.caption(f"{len(hits)} {'clip' if len(hits) == 1 else 'clips'} for “{query}”, best first")
     for hit in hits:
         show_hit(backend, hit)
 

@@ -161,8 +161,11 @@ def show_chat(backend: AppBackend, video_id: str, duration: float | None) -> Non
     history = chat_history(video_id)
     box = st.container(height=440, border=True)
     with box:
+        # The hint's slot stays (empty) once there is a history, so a rerun draws every message where
+        # the last run drew it: no stale copy of a question lingers above its answer while it runs.
+        hint = st.empty()
         if not history:
-            st.caption("Ask when something happens, e.g. *When does the red circle enter?*")
+            hint.caption("Ask when something happens, e.g. *When does the red circle enter?*")
         for i, message in enumerate(history):
             with st.chat_message(message["role"]):
                 st.markdown(message["content"] or "*(no answer)*")
@@ -171,6 +174,7 @@ def show_chat(backend: AppBackend, video_id: str, duration: float | None) -> Non
                     show_confidence(message.get("confidence"))
     question = st.chat_input("Ask about this video", key="question")
     if question:
+        hint.empty()
         with box:
             answer_question(backend, video_id, duration, question, history)
 
