@@ -119,12 +119,16 @@ def timeline_chart(captions: pl.DataFrame, duration: float | None, now: float) -
                  alt.Tooltip("end_seconds:Q", title="end")],
     ).add_params(pick)
     rule = alt.Chart(pl.DataFrame({"t": [now]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(x="t:Q")
-    return alt.layer(bars, rule).properties(height=timeline_height(data.height))
+    return alt.layer(bars, rule).properties(height=timeline_height(data.height) - TIMELINE_AXIS_PX)
+
+
+TIMELINE_ROW_PX = 28  # one caption's bar and label
+TIMELINE_AXIS_PX = 78  # the seconds axis, its title and padding, inside the chart element's height
 
 
 def timeline_height(captions: int) -> int:
-    """Pixels for a timeline of ``captions`` rows (plus the axis)."""
-    return 40 + 28 * max(captions, 2)
+    """Pixels for a timeline of ``captions`` rows, the axis included (the chart element's height)."""
+    return TIMELINE_AXIS_PX + TIMELINE_ROW_PX * max(captions, 2)
 
 
 def show_timeline(captions: pl.DataFrame, duration: float | None) -> None:
