@@ -103,6 +103,10 @@ def show_player(backend: AppBackend, video_id: str, captions: pl.DataFrame) -> N
     st.caption(f"Starts at {fmt_span(start, start)} · {captions.height} grounded captions")
 
 
+TIMELINE_ROW_PX = 28  # one caption's bar and label
+TIMELINE_AXIS_PX = 78  # the seconds axis, its title and padding, inside the chart element's height
+
+
 def timeline_chart(captions: pl.DataFrame, duration: float | None, now: float) -> alt.LayerChart:
     """Bars from start to end per caption, clickable (selection ``pick`` on start_seconds)."""
     data = captions.with_columns(
@@ -120,10 +124,6 @@ def timeline_chart(captions: pl.DataFrame, duration: float | None, now: float) -
     ).add_params(pick)
     rule = alt.Chart(pl.DataFrame({"t": [now]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(x="t:Q")
     return alt.layer(bars, rule).properties(height=timeline_height(data.height) - TIMELINE_AXIS_PX)
-
-
-TIMELINE_ROW_PX = 28  # one caption's bar and label
-TIMELINE_AXIS_PX = 78  # the seconds axis, its title and padding, inside the chart element's height
 
 
 def timeline_height(captions: int) -> int:
