@@ -75,6 +75,11 @@ def fmt_span(start: float, end: float) -> str:
     return fmt_seconds(start) if abs(end - start) < 0.05 else f"{fmt_seconds(start)}–{fmt_seconds(end)}"
 
 
+def fmt_count(count: int, noun: str) -> str:
+    """``(1, "clip")`` -> ``"1 clip"``; ``(3, "clip")`` -> ``"3 clips"`` (nouns with a plain plural)."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
 def video_name(path: str | None, video_id: str) -> str:
     """The file name of a video (its id when the path is unknown)."""
     return Path(path).name if path else video_id

@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app.ui_backend import AppBackend
-from app.ui_common import fmt_span, get_backend, ingested_videos, video_name
+from app.ui_common import fmt_count, fmt_span, get_backend, ingested_videos, video_name
 from app.ui_media import video_source
 
 WATCH_PAGE = "watch"
@@ -43,7 +43,7 @@ def show_hits(backend: AppBackend, query: str | None, hits: list[dict[str, Any]]
     if not hits:
         st.info(f"No clips match “{query}”.")
         return
-    st.caption(f"{len(hits)} {'clip' if len(hits) == 1 else 'clips'} for “{query}”, best first")
+    st.caption(f"{fmt_count(len(hits), 'clip')} for “{query}”, best first")
     for hit in hits:
         show_hit(backend, hit)
 

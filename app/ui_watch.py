@@ -17,6 +17,7 @@ from app.ui_backend import AppBackend, BackendError, subtitles_vtt
 from app.ui_common import (
     cache_key,
     captions_table,
+    fmt_count,
     fmt_span,
     get_backend,
     ingested_videos,
@@ -100,7 +101,7 @@ def show_player(backend: AppBackend, video_id: str, captions: pl.DataFrame) -> N
     # A new container key per seek remounts the player, so it seeks even to the same second twice.
     with st.container(key=f"player-{st.session_state.get('seek_count', 0) % 2}"):
         st.video(video_source(path), start_time=int(start), subtitles=subtitles)
-    st.caption(f"Starts at {fmt_span(start, start)} · {captions.height} grounded captions")
+    st.caption(f"Starts at {fmt_span(start, start)} · {fmt_count(captions.height, 'grounded caption')}")
 
 
 TIMELINE_ROW_PX = 28  # one caption's bar and label
@@ -123,12 +124,17 @@ def timeline_chart(captions: pl.DataFrame, duration: float | None, now: float) -
                  alt.Tooltip("end_seconds:Q", title="end")],
     ).add_params(pick)
     rule = alt.Chart(pl.DataFrame({"t": [now]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(x="t:Q")
-    return alt.layer(bars, rule).properties(height=timeline_height(data.height) - TIMELINE_AXIS_PX)
+    return alt.layer(bars, rule).properties(height=_bars_height(data.height))
+
+
+def _bars_height(captions: int) -> int:
+    """Pixels of the bars' area for ``captions`` rows (the chart's own height, axis not included)."""
+    return TIMELINE_ROW_PX * max(captions, 2)
 
 
 def timeline_height(captions: int) -> int:
     """Pixels for a timeline of ``captions`` rows, the axis included (the chart element's height)."""
-    return TIMELINE_AXIS_PX + TIMELINE_ROW_PX * max(captions, 2)
+    return TIMELINE_AXIS_PX + _bars_height(captions)
 
 
 def show_timeline(captions: pl.DataFrame, duration: float | None) -> None:

@@ -231,12 +231,20 @@ def test_timeline_selection_seeks_the_player(monkeypatch, video_dir):
 # ----- Search ------------------------------------------------------------------------------------
 
 
+def search_for(at: AppTest, query: str, k: int) -> AppTest:
+    """Type ``query``, ask for ``k`` results and press Search."""
+    at.text_input(key="search_text").input(query)
+    at.number_input(key="search_k").set_value(k)
+    return at.button[0].click().run()
+
+
+def search_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
 def test_search_lists_ranked_clips_each_playable_at_its_span(monkeypatch, video_dir):
     monkeypatch.setenv("VIDLM_UI_FAKE_DIR", str(video_dir))
-    at = run(search)
-    at.text_input(key="search_text").input("the red circle enters")
-    at.number_input(key="search_k").set_value(2)
-    at.button[0].click().run()
+    at = search_for(run(search), "the red circle enters", 2)
     assert not at.exception
     hits = at.session_state["search_hits"]
     assert [h["rank"] for h in hits] == [1, 2]
@@ -247,6 +255,14 @@ def test_search_lists_ranked_clips_each_playable_at_its_span(monkeypatch, video_
     found = [m.value for m in at.markdown if "found by the model" in m.value]
     assert hits[0]["grounded"] and not hits[1]["grounded"] and len(found) == 1 and "0:02" in found[0]
     assert "62% sure" in found[0] and hits[1]["confidence"] is None
+
+
+def test_search_counts_its_clips_in_words(monkeypatch, video_dir):
+    monkeypatch.setenv("VIDLM_UI_FAKE_DIR", str(video_dir))
+    at = search_for(run(search), "circle", 1)
+    assert any(c.startswith("1 clip for “circle”") for c in search_captions(at)), search_captions(at)
+    at = search_for(at, "circle", 2)
+    assert any(c.startswith("2 clips for “circle”") for c in search_captions(at)), search_captions(at)
 
 
 def test_search_opens_a_hit_in_watch(monkeypatch, video_dir):
